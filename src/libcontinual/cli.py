@@ -1,0 +1,210 @@
+"""Command line: ``libcontinual run | datasets``.
+
+Errors the user can fix (config, data, paths) print one message and exit with status 2, without a
+Python traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from libcontinual.errors import LibContinualError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USER_ERROR
+    console = Console(stderr=True)
+    setup_logging(console, args.verbose)
+    try:
+        return args.handler(args)
+    except LibContinualError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="libcontinual", description="Continual learning experiments.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(title="commands")
+
+    run = commands.add_parser("run", help="run an experiment from a YAML config")
+    run.add_argument("config", help="YAML config file")
+    run.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides, e.g. epoch=5 optimizer.kwargs.lr=0.01"
+    )
+    run.set_defaults(handler=cmd_run)
+
+    datasets = commands.add_parser("datasets", help="known datasets and where they are looked for")
+    datasets_commands = datasets.add_subparsers(title="datasets commands")
+    listing = datasets_commands.add_parser("list", help="every registered dataset, found or not")
+    listing.set_defaults(handler=cmd_datasets_list)
+    info = datasets_commands.add_parser("info", help="sizes, classes and class order of one dataset")
+    info.add_argument("name")
+    info.add_argument("--data-root", default=None)
+    info.add_argument("--order-seed", type=int, default=1993)
+    info.add_argument("--init-cls-num", type=int, default=None, help="classes of the first task to show")
+    info.set_defaults(handler=cmd_datasets_info)
+    return parser
+
+
+def setup_logging(console: Console, verbose: bool) -> None:
+    logger = logging.getLogger("libcontinual")
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from libcontinual.config import load_config
+    from libcontinual.engine.experiment import run_experiment
+
+    config, config_path = load_config(args.config, args.overrides)
+    console = Console()
+    callbacks = [ProgressBar(Console(stderr=True))] if Console(stderr=True).is_terminal else []
+    result = run_experiment(config, config_path, callbacks)
+    print_results(console, result.results)
+    console.print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def print_results(console: Console, results: dict[str, Any]) -> None:
+    """The accuracy matrix (rows: after task i; columns: task j) and the summary metrics."""
+    for name, matrix in results["accuracy_matrix"].items():
+        if name.endswith("_task_il"):
+            continue
+        tasks = len(matrix)
+        table = Table(title=f"accuracy matrix ({name}, class-incremental), % on task j after training task i")
+        table.add_column("after task")
+        for j in range(tasks):
+            table.add_column(f"task {j}", justify="right")
+        table.add_column("all seen", justify="right")
+        curve = results["summary"][name]["accuracy_curve"]
+        for i, row in enumerate(matrix):
+            cells = [f"{row[j]:.1f}" if j <= i else "" for j in range(tasks)]
+            table.add_row(str(i), *cells, f"{curve[i]:.1f}")
+        console.print(table)
+    summary = Table(title="summary")
+    summary.add_column("evaluation")
+    columns = ["last_accuracy", "average_incremental_accuracy", "forgetting", "bwt"]
+    for column in columns:
+        summary.add_column(column.replace("_", " "), justify="right")
+    for name, metrics in results["summary"].items():
+        values = [metrics[c] for c in columns]
+        summary.add_row(name, *("-" if v is None else f"{v:.2f}" for v in values))
+    console.print(summary)
+    console.print(f"wall time {results['wall_time_s']:.1f} s, peak memory {results['peak_rss_mb']:.0f} MiB")
+
+
+class ProgressBar:
+    """A rich progress bar over the batches of each epoch, with the running loss and accuracy."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.bar: Any = None
+        self.epochs = 0
+        self.task_index = 0
+
+    def on_task_start(self, trainer: Any, task: Any, epochs: int, batches: int) -> None:
+        self.progress.start()
+        self.task_index, self.epochs = task.info.index, epochs
+        self.bar = self.progress.add_task(self._title(0), total=batches, status="")
+
+    def on_batch_end(self, trainer: Any, batch_index: int, loss: Any) -> None:
+        if batch_index % 10 == 0:
+            self.progress.update(self.bar, completed=batch_index + 1, status=f"loss {float(loss):.3f}")
+        else:
+            self.progress.advance(self.bar)
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        status = f"loss {record['loss']:.3f} acc {record['train_accuracy']:.1f}%"
+        self.progress.update(
+            self.bar, completed=0, description=self._title(record["epoch"] + 1), status=status
+        )
+
+    def on_evaluation(self, trainer: Any, record: dict[str, Any]) -> None: ...
+
+    def on_task_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        self.progress.remove_task(self.bar)
+        self.progress.stop()
+
+    def _title(self, epoch: int) -> str:
+        return f"task {self.task_index} epoch {min(epoch + 1, self.epochs)}/{self.epochs}"
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    from libcontinual.data.datasets import describe_datasets
+
+    table = Table(title="datasets")
+    for column in ("name", "looked for in", "found"):
+        table.add_column(column)
+    for entry in describe_datasets():
+        found = entry.get("found")
+        table.add_row(
+            entry["name"],
+            entry.get("location") or "data_root",
+            "yes" if found else ("-" if found is None else "no"),
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_datasets_info(args: argparse.Namespace) -> int:
+    import libcontinual.data.datasets  # noqa: F401
+    from libcontinual.data.scenario import default_class_order
+    from libcontinual.registry import DATASETS
+
+    data = DATASETS.get(args.name)(data_root=args.data_root)
+    data.validate()
+    console = Console()
+    order = default_class_order(data.num_classes, args.order_seed)
+    console.print(f"dataset {data.name}: {data.source}")
+    console.print(
+        f"train {len(data.train_labels)} images, test {len(data.test_labels)} images, "
+        f"shape {data.image_shape}"
+    )
+    console.print(f"{data.num_classes} classes: {', '.join(data.class_names)}")
+    console.print(f"class order (seed {args.order_seed}): {order}")
+    if args.init_cls_num:
+        first = order[: args.init_cls_num]
+        console.print(f"first task: {[f'{c} {data.class_names[c]}' for c in first]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets, scenarios (class order and task split), the device loader and batched augmentation."""

@@ -1,0 +1,81 @@
+"""The device loader: a split held as one uint8 tensor on the training device.
+
+A batch is an index gather plus batched augmentation on the device; every random draw comes from
+the loader's own seeded generator, whose state is part of a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+class DeviceLoader:
+    """Iterates ``{"image": float (B, C, H, W), "label": int64 (B,)}`` batches.
+
+    ``images`` is uint8 (N, C, H, W); it is moved to ``device`` once. ``extend`` appends samples
+    (a LinearBuffer merges exemplars into the next task's data this way).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        transform: Transform,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.transform = transform
+        self.shuffle = shuffle
+        self.generator = generator
+        self.drop_last = drop_last
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    def extend(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Append samples (uint8 images, int labels) to this split."""
+        self.images = torch.cat([self.images, images.to(self.device)])
+        self.labels = torch.cat([self.labels, labels.to(self.device, torch.int64)])
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        n = self.num_samples
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator, device=self.generator_device)
+            order = order.to(self.device)
+        else:
+            order = None
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            if order is None:
+                images = self.images[start : start + self.batch_size]
+                labels = self.labels[start : start + self.batch_size]
+            else:
+                index = order[start : start + self.batch_size]
+                images = self.images.index_select(0, index)
+                labels = self.labels.index_select(0, index)
+            yield {"image": self.transform(images, self.generator), "label": labels}
+
+    @property
+    def generator_device(self) -> torch.device:
+        return self.generator.device if self.generator is not None else torch.device("cpu")

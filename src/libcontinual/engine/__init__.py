@@ -1,0 +1,1 @@
+"""Trainer, evaluation and metrics, run directories and checkpoints."""

@@ -1,0 +1,295 @@
+"""From a validated config to a finished run: check, load data, build the scenario and model, train, save."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from libcontinual.config import ExperimentConfig, load_config, save_config
+from libcontinual.data.augment import BatchAugment, Normalize
+from libcontinual.data.defaults import dataset_defaults
+from libcontinual.data.scenario import Scenario
+from libcontinual.data.types import ClassificationData
+from libcontinual.engine import builders
+from libcontinual.engine.run_dir import RunDirectory, provenance
+from libcontinual.engine.trainer import Callback, Trainer
+from libcontinual.errors import ConfigError
+from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What ``libcontinual.run`` returns: the results dict (as in results.json) and the run directory."""
+
+    run_dir: Path
+    results: dict[str, Any]
+
+    @property
+    def accuracy_matrix(self) -> dict[str, list[list[float]]]:
+        return self.results["accuracy_matrix"]
+
+    @property
+    def summary(self) -> dict[str, dict[str, Any]]:
+        return self.results["summary"]
+
+
+def register_everything() -> None:
+    """Import the built-in datasets, backbones, methods and buffers so that their registries are full."""
+    import libcontinual.backbones
+    import libcontinual.data.datasets
+    import libcontinual.methods  # noqa: F401
+
+
+def check_components(config: ExperimentConfig) -> None:
+    """Fail before any work: every name exists and every kwarg is a parameter of its component."""
+    builders.check_kwargs(
+        DATASETS.get(config.dataset.name, "key 'dataset'"),
+        config.dataset.kwargs,
+        "dataset",
+        "dataset",
+        config.dataset.name,
+    )
+    builders.check_kwargs(
+        SCENARIOS.get(config.scenario.name, "key 'scenario.name'"),
+        config.scenario.kwargs,
+        "scenario",
+        "scenario",
+        config.scenario.name,
+    )
+    builders.check_kwargs(
+        BACKBONES.get(config.backbone.name, "key 'backbone.name'"),
+        config.backbone.kwargs,
+        "backbone",
+        "backbone",
+        config.backbone.name,
+    )
+    method_class = METHODS.get(config.method.name, "key 'method.name'")
+    builders.check_kwargs(method_class, config.method.kwargs, "method", "method", config.method.name)
+    if config.buffer is not None:
+        builders.check_kwargs(
+            BUFFERS.get(config.buffer.name, "key 'buffer.name'"),
+            config.buffer.kwargs,
+            "buffer",
+            "buffer",
+            config.buffer.name,
+        )
+    elif method_class.requires_buffer:
+        raise ConfigError(
+            f"Method {config.method.name!r} needs exemplars: set 'buffer' (e.g. "
+            "buffer: {name: linear, kwargs: {buffer_size: 2000, strategy: herding}})."
+        )
+    builders.optimizer_class(config.optimizer, "optimizer")
+    if config.init_optimizer is not None:
+        builders.optimizer_class(config.init_optimizer, "init_optimizer")
+    for key in ("lr_scheduler", "init_lr_scheduler"):
+        component = getattr(config, key)
+        if component is not None:
+            builders.scheduler_class(component, key)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"Config key 'device' is {name!r} but CUDA is not available here. Use device: cpu or auto."
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_dataset(config: ExperimentConfig) -> ClassificationData:
+    loader = DATASETS.get(config.dataset.name, "key 'dataset'")
+    data = builders.call(
+        loader, "dataset", data_root=config.data_root, image_size=config.image_size, **config.dataset.kwargs
+    )
+    data.validate()
+    return data
+
+
+def build_scenario(config: ExperimentConfig, data: ClassificationData) -> Scenario:
+    factory = SCENARIOS.get(config.scenario.name, "key 'scenario.name'")
+    return factory(
+        data,
+        init_cls_num=config.init_cls_num,
+        inc_cls_num=config.inc_cls_num,
+        task_num=config.task_num,
+        class_order=config.class_order,
+        order_seed=config.order_seed,
+        val_ratio=config.val_ratio,
+        seed=config.seed,
+        **config.scenario.kwargs,
+    )
+
+
+def build_transforms(config: ExperimentConfig, data: ClassificationData) -> tuple[BatchAugment, Normalize]:
+    """Dataset defaults, overridden by the config's ``augment`` and ``normalize``."""
+    defaults = dataset_defaults(data.name)
+    if config.normalize is not None:
+        mean, std = config.normalize.mean, config.normalize.std
+    elif "mean" in defaults:
+        mean, std = defaults["mean"], defaults["std"]
+    else:
+        pixels = data.train_images.reshape(-1, data.train_images.shape[-1]).astype(np.float64) / 255.0
+        mean, std = pixels.mean(axis=0).tolist(), pixels.std(axis=0).tolist()
+    channels = data.image_shape[2]
+    if len(mean) not in (1, channels):
+        raise ConfigError(f"Config key 'normalize' has {len(mean)} channels but the images have {channels}.")
+    augment = dict(defaults["augment"])
+    augment.update({k: v for k, v in vars(config.augment).items() if v is not None})
+    return BatchAugment(mean, std, **augment), Normalize(mean, std)
+
+
+def build_method(config: ExperimentConfig, scenario: Scenario, in_channels: int) -> Any:
+    from libcontinual.backbones import build_backbone
+
+    backbone = builders.call(
+        build_backbone, "backbone", config.backbone.name, in_channels=in_channels, **config.backbone.kwargs
+    )
+    method_class = METHODS.get(config.method.name, "key 'method.name'")
+    return builders.call(
+        method_class,
+        "method",
+        backbone=backbone,
+        feat_dim=backbone.num_features,
+        num_class=scenario.num_classes,
+        **config.method.kwargs,
+    )
+
+
+def build_buffer(config: ExperimentConfig) -> Any:
+    if config.buffer is None:
+        return None
+    return builders.call(
+        BUFFERS.get(config.buffer.name, "key 'buffer.name'"), "buffer", **config.buffer.kwargs
+    )
+
+
+def run_experiment(
+    config: ExperimentConfig, config_path: Path | None = None, callbacks: Sequence[Callback] = ()
+) -> RunResult:
+    """Run one experiment end to end and write its run directory."""
+    config_dir = config_path.parent if config_path is not None else None
+    register_everything()
+    builders.load_plugins(config.plugins, config_dir)
+    check_components(config)
+    device = resolve_device(config.device)
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+    data = load_dataset(config)
+    scenario = build_scenario(config, data)
+    seed_everything(config.seed)
+    method = build_method(config, scenario, data.image_shape[2])
+    buffer = build_buffer(config)
+    train_transform, test_transform = build_transforms(config, data)
+
+    run_dir = RunDirectory.create(config.save_path, config.name or config.method.name)
+    save_config(config, run_dir.config_path)
+    run_dir.attach_log()
+    try:
+        logger.info("run directory %s", run_dir.path)
+        logger.info(
+            "dataset %s: %d classes, %d train / %d test images of %s; %d tasks, class order %s",
+            data.name,
+            data.num_classes,
+            len(data.train_labels),
+            len(data.test_labels),
+            "x".join(map(str, data.image_shape)),
+            len(scenario.tasks),
+            scenario.class_order,
+        )
+        metrics_logger = MetricsFile(run_dir)
+        trainer = Trainer(
+            config,
+            scenario,
+            method,
+            buffer,
+            train_transform,
+            test_transform,
+            device,
+            [metrics_logger, *callbacks],
+        )
+        results = trainer.fit()
+        results = {
+            "config": config.to_dict(),
+            "protocol": protocol(config, data, scenario),
+            "test_sizes": trainer.test_sizes(),
+            **results,
+            "provenance": provenance(),
+        }
+        run_dir.write_results(results)
+        logger.info("results written to %s", run_dir.results_path)
+    finally:
+        run_dir.detach_log()
+    return RunResult(run_dir=run_dir.path, results=results)
+
+
+def protocol(config: ExperimentConfig, data: ClassificationData, scenario: Scenario) -> dict[str, Any]:
+    """The facts two runs must share to be compared."""
+    return {
+        "dataset": data.name,
+        "image_shape": list(data.image_shape),
+        "init_cls_num": config.init_cls_num,
+        "inc_cls_num": config.inc_cls_num,
+        "task_num": config.task_num,
+        "backbone": config.backbone.name,
+        "backbone_kwargs": config.backbone.kwargs,
+        **scenario.describe(),
+    }
+
+
+class MetricsFile(Callback):
+    """Appends one JSON line per epoch, evaluation and task to metrics.jsonl and logs a summary line."""
+
+    def __init__(self, run_dir: RunDirectory) -> None:
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.run_dir.append_metrics(record)
+        logger.info(
+            "task %d epoch %d: loss %.4f, train acc %.2f%%, %.0f img/s",
+            record["task"],
+            record["epoch"],
+            record["loss"],
+            record["train_accuracy"],
+            record["images_per_second"] or 0.0,
+        )
+
+    def on_evaluation(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.run_dir.append_metrics(record)
+
+    def on_task_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.run_dir.append_metrics(record)
+        for name, value in record["accuracy_after_task"].items():
+            logger.info("after task %d: %s accuracy %.2f%%", record["task"], name, value)
+
+
+def run(
+    config: str | Path | dict[str, Any],
+    overrides: list[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    **kwargs: Any,
+) -> RunResult:
+    """Run an experiment from a YAML path or dict; ``key.sub=value`` overrides and nested keyword overrides.
+
+    Example: ``libcontinual.run("configs/demo.yaml", epoch=1, method={"name": "joint"})``.
+    """
+    experiment_config, config_path = load_config(config, overrides, kwargs or None)
+    return run_experiment(experiment_config, config_path, callbacks)

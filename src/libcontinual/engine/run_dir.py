@@ -1,0 +1,128 @@
+"""The run directory: resolved config, log, per-epoch metrics, results — everything beside its provenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from libcontinual.engine.files import atomic_write_json
+from libcontinual.errors import ConfigError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RunDirectory:
+    """``save_path/<name>-<YYYYmmdd-HHMMSS>/`` with config.yaml, log.txt, metrics.jsonl, results.json."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._log_handler: logging.Handler | None = None
+
+    @classmethod
+    def create(cls, save_path: str | Path, name: str) -> RunDirectory:
+        root = Path(save_path)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"Config key 'save_path': cannot create folder {root}: {exc.strerror}."
+            ) from None
+        if not os.access(root, os.W_OK):
+            raise ConfigError(
+                f"Config key 'save_path': folder {root} is not writable. Choose another save_path."
+            )
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for attempt in range(1000):
+            path = root / (f"{name}-{stamp}" if attempt == 0 else f"{name}-{stamp}-{attempt}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise ConfigError(f"Config key 'save_path': could not create a new run folder in {root}.")
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.txt"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    def attach_log(self) -> None:
+        """Copy the library's log records into log.txt."""
+        handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logger = logging.getLogger("libcontinual")
+        logger.addHandler(handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        self._log_handler = handler
+
+    def detach_log(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger("libcontinual").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        atomic_write_json(self.results_path, results)
+
+
+def provenance() -> dict[str, Any]:
+    """Library version, git commit, and the machine: saved beside every result."""
+    from libcontinual import __version__
+
+    return {
+        "libcontinual_version": __version__,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def peak_memory_mb() -> dict[str, float | None]:
+    """Peak resident memory of this process and, on CUDA, peak allocated GPU memory (MiB)."""
+    import resource
+
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mb": rss_kb / 1024, "peak_gpu_mb": gpu}
