@@ -1,4 +1,4 @@
-"""Command line: ``libcontinual run | datasets``.
+"""Command line: ``libcontinual run | resume | datasets``.
 
 Errors the user can fix (config, data, paths) print one message and exit with status 2, without a
 Python traceback.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from libcontinual.engine.trainer import RunInterrupted
 from libcontinual.errors import LibContinualError
 
 EXIT_USER_ERROR = 2
@@ -32,6 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(console, args.verbose)
     try:
         return args.handler(args)
+    except RunInterrupted as stop:
+        console.print(
+            f"[yellow]stopped by {stop}[/]; checkpoint written (see the log for the resume command)"
+        )
+        return 128 + int(getattr(signal, str(stop), signal.SIGINT))
     except LibContinualError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return EXIT_USER_ERROR
@@ -51,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="key=value", help="overrides, e.g. epoch=5 optimizer.kwargs.lr=0.01"
     )
     run.set_defaults(handler=cmd_run)
+
+    resume = commands.add_parser("resume", help="continue a run directory from its newest valid checkpoint")
+    resume.add_argument("run_dir", help="the run directory (save_path/<name>-<time>)")
+    resume.set_defaults(handler=cmd_resume)
 
     datasets = commands.add_parser("datasets", help="known datasets and where they are looked for")
     datasets_commands = datasets.add_subparsers(title="datasets commands")
@@ -84,12 +95,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     from libcontinual.engine.experiment import run_experiment
 
     config, config_path = load_config(args.config, args.overrides)
-    console = Console()
-    callbacks = [ProgressBar(Console(stderr=True))] if Console(stderr=True).is_terminal else []
-    result = run_experiment(config, config_path, callbacks)
-    print_results(console, result.results)
-    console.print(f"run directory: {result.run_dir}")
+    result = run_experiment(config, config_path, progress_callbacks())
+    print_results(Console(), result.results)
+    Console().print(f"run directory: {result.run_dir}")
     return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from libcontinual.engine.experiment import resume
+
+    result = resume(args.run_dir, progress_callbacks())
+    print_results(Console(), result.results)
+    Console().print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def progress_callbacks() -> list[Any]:
+    stderr = Console(stderr=True)
+    return [ProgressBar(stderr)] if stderr.is_terminal else []
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:

@@ -127,6 +127,15 @@ class ExperimentConfig:
         "Scheduler for the first task; null = lr_scheduler.", None
     )
     buffer: ComponentConfig | None = _doc("Exemplar buffer by registered name; null = none.", None)
+    checkpoint_every: int = _doc(
+        "Also checkpoint every N epochs inside a task (0 = only at the end of each task).", 0
+    )
+    keep_checkpoints: int = _doc("How many of the newest checkpoints to keep.", 2)
+    resume: bool = _doc(
+        "Continue the newest unfinished run of this config (same save_path and name) from its last "
+        "valid checkpoint instead of starting a new run.",
+        False,
+    )
     seed: int = _doc("Seed of initialisation, batches and augmentation.", 1993)
     deterministic: bool = _doc("Use PyTorch's deterministic algorithms.", False)
     device: str = _doc("auto (cuda when present, else cpu), cpu, cuda or cuda:N.", "auto")
@@ -406,7 +415,7 @@ def _build(cls: type, data: dict[str, Any], path: tuple[str, ...], origins: _Ori
 def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> None:
     """Reject impossible values that types alone cannot catch."""
     origins = origins or _Origins()
-    positive = ["init_cls_num", "task_num", "epoch", "batch_size", "eval_batch_size"]
+    positive = ["init_cls_num", "task_num", "epoch", "batch_size", "eval_batch_size", "keep_checkpoints"]
     for key in positive:
         if getattr(config, key) < 1:
             raise _error((key,), origins, f"must be at least 1, got {getattr(config, key)}.")
@@ -418,6 +427,10 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
         raise _error(("inc_cls_num",), origins, f"must not be negative, got {config.inc_cls_num}.")
     if config.init_epoch is not None and config.init_epoch < 1:
         raise _error(("init_epoch",), origins, f"must be at least 1, got {config.init_epoch}.")
+    if config.checkpoint_every < 0:
+        raise _error(
+            ("checkpoint_every",), origins, f"must be 0 (off) or positive, got {config.checkpoint_every}."
+        )
     if config.val_per_epoch < 0:
         raise _error(("val_per_epoch",), origins, f"must be 0 (off) or positive, got {config.val_per_epoch}.")
     if not 0.0 <= config.val_ratio < 1.0:

@@ -59,14 +59,16 @@ class DeviceLoader:
             return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        n = self.num_samples
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator, device=self.generator_device)
-            order = order.to(self.device)
-        else:
-            order = None
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+    def epoch_order(self) -> torch.Tensor | None:
+        """The sample order of one epoch (a seeded permutation when shuffling), drawn from the generator."""
+        if not self.shuffle:
+            return None
+        order = torch.randperm(self.num_samples, generator=self.generator, device=self.generator_device)
+        return order.to(self.device)
+
+    def batches(self, order: torch.Tensor | None, start_batch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches ``start_batch, start_batch + 1, ...`` of an epoch with the given order (resumable)."""
+        for start in range(start_batch * self.batch_size, len(self) * self.batch_size, self.batch_size):
             if order is None:
                 images = self.images[start : start + self.batch_size]
                 labels = self.labels[start : start + self.batch_size]
@@ -75,6 +77,9 @@ class DeviceLoader:
                 images = self.images.index_select(0, index)
                 labels = self.labels.index_select(0, index)
             yield {"image": self.transform(images, self.generator), "label": labels}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self.batches(self.epoch_order())
 
     @property
     def generator_device(self) -> torch.device:

@@ -127,6 +127,20 @@ def build_scheduler(component: ComponentConfig | None, optimizer: torch.optim.Op
     return call(scheduler_class(component, key), key, optimizer, **component.kwargs)
 
 
+def resolve_plugins(plugins: list[str], config_dir: Path | None) -> list[str]:
+    """Plugin files as absolute paths (relative ones are relative to the config file), modules unchanged."""
+    resolved = []
+    for plugin in plugins:
+        if (
+            (plugin.endswith(".py") or "/" in plugin)
+            and not Path(plugin).is_absolute()
+            and config_dir is not None
+        ):
+            plugin = str((config_dir / plugin).resolve())
+        resolved.append(plugin)
+    return resolved
+
+
 def load_plugins(plugins: list[str], config_dir: Path | None) -> None:
     """Import user files or modules so that their ``@register_*`` decorators run."""
     for index, plugin in enumerate(plugins):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
 import random
-from collections.abc import Sequence
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +25,9 @@ from libcontinual.data.defaults import dataset_defaults
 from libcontinual.data.scenario import Scenario
 from libcontinual.data.types import ClassificationData
 from libcontinual.engine import builders
+from libcontinual.engine.checkpoint import CheckpointStore
 from libcontinual.engine.run_dir import RunDirectory, provenance
-from libcontinual.engine.trainer import Callback, Trainer
+from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
 from libcontinual.errors import ConfigError
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
 
@@ -181,29 +189,49 @@ def build_buffer(config: ExperimentConfig) -> Any:
 
 
 def run_experiment(
-    config: ExperimentConfig, config_path: Path | None = None, callbacks: Sequence[Callback] = ()
+    config: ExperimentConfig,
+    config_path: Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume_dir: Path | None = None,
 ) -> RunResult:
-    """Run one experiment end to end and write its run directory."""
+    """Run one experiment end to end and write its run directory.
+
+    With ``resume_dir`` (or ``config.resume``), continue that run from its newest valid checkpoint.
+    """
     config_dir = config_path.parent if config_path is not None else None
     register_everything()
-    builders.load_plugins(config.plugins, config_dir)
+    config = dataclasses.replace(config, plugins=builders.resolve_plugins(config.plugins, config_dir))
+    builders.load_plugins(config.plugins, None)
     check_components(config)
     device = resolve_device(config.device)
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
     if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
+    if resume_dir is None and config.resume:
+        resume_dir = find_unfinished_run(config)
+    if resume_dir is None:
+        check_save_path(config.save_path)
     data = load_dataset(config)
     scenario = build_scenario(config, data)
     seed_everything(config.seed)
     method = build_method(config, scenario, data.image_shape[2])
     buffer = build_buffer(config)
     train_transform, test_transform = build_transforms(config, data)
+    check_disk_space(config.save_path, method, scenario)
 
-    run_dir = RunDirectory.create(config.save_path, config.name or config.method.name)
-    save_config(config, run_dir.config_path)
+    if resume_dir is None:
+        run_dir = RunDirectory.create(config.save_path, config.name or config.method.name)
+        save_config(config, run_dir.config_path)
+    else:
+        run_dir = RunDirectory(resume_dir)
+    store = CheckpointStore(run_dir.path / "checkpoints", keep=config.keep_checkpoints)
     run_dir.attach_log()
     try:
+        checkpoint = None
+        if resume_dir is not None:
+            checkpoint = load_for_resume(store, run_dir)
         logger.info("run directory %s", run_dir.path)
         logger.info(
             "dataset %s: %d classes, %d train / %d test images of %s; %d tasks, class order %s",
@@ -215,7 +243,6 @@ def run_experiment(
             len(scenario.tasks),
             scenario.class_order,
         )
-        metrics_logger = MetricsFile(run_dir)
         trainer = Trainer(
             config,
             scenario,
@@ -224,9 +251,12 @@ def run_experiment(
             train_transform,
             test_transform,
             device,
-            [metrics_logger, *callbacks],
+            [MetricsFile(run_dir), *callbacks],
+            checkpoints=store,
+            metrics_offset=run_dir.metrics_size,
         )
-        results = trainer.fit()
+        with stop_on_signals(trainer):
+            results = trainer.fit(checkpoint)
         results = {
             "config": config.to_dict(),
             "protocol": protocol(config, data, scenario),
@@ -236,9 +266,100 @@ def run_experiment(
         }
         run_dir.write_results(results)
         logger.info("results written to %s", run_dir.results_path)
+    except RunInterrupted as stop:
+        logger.warning(
+            "stopped by %s after writing a checkpoint; continue with: libcontinual resume %s",
+            stop,
+            run_dir.path,
+        )
+        raise
     finally:
         run_dir.detach_log()
     return RunResult(run_dir=run_dir.path, results=results)
+
+
+def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Continue a run directory from its newest valid checkpoint (its saved config is used)."""
+    path = Path(run_dir)
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{path} is not a run directory: {config_file} is missing.")
+    if (path / "results.json").exists():
+        raise ConfigError(f"Run {path} has already finished (results.json exists); nothing to resume.")
+    config, _ = load_config(config_file)
+    return run_experiment(config, None, callbacks, resume_dir=path)
+
+
+def load_for_resume(store: CheckpointStore, run_dir: RunDirectory) -> dict[str, Any] | None:
+    """The newest valid checkpoint, with metrics.jsonl cut back to what that checkpoint had seen."""
+    loaded = store.load_latest()
+    if loaded is None:
+        logger.warning("no valid checkpoint in %s: starting the run again from the beginning", store.folder)
+        run_dir.truncate_metrics(0)
+        return None
+    checkpoint, path = loaded
+    logger.info("resuming from %s (task %d)", path.name, checkpoint["task"])
+    run_dir.truncate_metrics(checkpoint["metrics_offset"])
+    return checkpoint
+
+
+def find_unfinished_run(config: ExperimentConfig) -> Path | None:
+    """The newest run directory of this config's name under save_path without results.json."""
+    root = Path(config.save_path)
+    prefix = f"{config.name or config.method.name}-"
+    candidates = [
+        p
+        for p in root.glob(f"{prefix}*")
+        if p.is_dir() and (p / "config.yaml").exists() and not (p / "results.json").exists()
+    ]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def check_save_path(save_path: str) -> None:
+    """save_path must be (or be creatable as) a writable folder."""
+    root = Path(save_path)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"Config key 'save_path': cannot write in {root} ({exc.strerror or exc}). "
+            "Choose a writable folder."
+        ) from None
+
+
+def check_disk_space(save_path: str, method: torch.nn.Module, scenario: Scenario) -> None:
+    """Refuse to start when save_path cannot hold a checkpoint (model, optimizer state and task data)."""
+    parameter_bytes = sum(p.numel() * p.element_size() for p in method.parameters())
+    largest_task = max(task.train_images.numel() for task in scenario.tasks)
+    needed = 4 * parameter_bytes + 2 * largest_task + 16 * 2**20
+    free = shutil.disk_usage(save_path).free
+    if free < needed:
+        raise ConfigError(
+            f"Config key 'save_path': {save_path} has {free / 2**20:.0f} MiB free but a checkpoint "
+            f"of this run needs about {needed / 2**20:.0f} MiB. Free some space or choose another save_path."
+        )
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the trainer to checkpoint and stop after the current batch (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        trainer.request_stop(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def protocol(config: ExperimentConfig, data: ClassificationData, scenario: Scenario) -> dict[str, Any]:

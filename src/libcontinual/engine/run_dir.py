@@ -29,16 +29,6 @@ class RunDirectory:
     @classmethod
     def create(cls, save_path: str | Path, name: str) -> RunDirectory:
         root = Path(save_path)
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"Config key 'save_path': cannot create folder {root}: {exc.strerror}."
-            ) from None
-        if not os.access(root, os.W_OK):
-            raise ConfigError(
-                f"Config key 'save_path': folder {root} is not writable. Choose another save_path."
-            )
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for attempt in range(1000):
             path = root / (f"{name}-{stamp}" if attempt == 0 else f"{name}-{stamp}-{attempt}")
@@ -84,6 +74,16 @@ class RunDirectory:
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def metrics_size(self) -> int:
+        """Bytes of metrics.jsonl written so far (a checkpoint records it)."""
+        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+
+    def truncate_metrics(self, size: int) -> None:
+        """Drop metrics lines written after a checkpoint, so a resumed run does not repeat them."""
+        if self.metrics_path.exists():
+            with self.metrics_path.open("r+b") as handle:
+                handle.truncate(size)
 
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_json(self.results_path, results)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from libcontinual.data.augment import BatchAugment, Normalize
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import Scenario, Task
 from libcontinual.engine.builders import build_optimizer, build_scheduler
+from libcontinual.engine.checkpoint import CheckpointStore, rng_state, set_rng_state
 from libcontinual.engine.evaluation import evaluate
 from libcontinual.engine.metrics import summarize
 from libcontinual.engine.run_dir import peak_memory_mb
@@ -37,6 +39,51 @@ class Callback:
     def on_task_end(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
 
 
+class RunInterrupted(Exception):
+    """The run stopped on request (SIGINT/SIGTERM) after writing a checkpoint."""
+
+
+@dataclass
+class TaskRun:
+    """What exists while a task trains: its loader (with merged exemplars), optimizer and scheduler."""
+
+    loader: DeviceLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    start: float
+
+
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: its sample order, the next batch and the running sums (resumable)."""
+
+    epoch: int
+    order: torch.Tensor | None
+    next_batch: int
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    first_bad_batch: torch.Tensor
+    seen: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def start(cls, epoch: int, device: torch.device) -> EpochProgress:
+        zero = torch.zeros((), device=device)
+        return cls(
+            epoch, None, 0, zero.clone(), zero.clone(), torch.full((), -1, dtype=torch.int64, device=device)
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {
+            key: value.cpu() if isinstance(value, torch.Tensor) else value
+            for key, value in vars(self).items()
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
+        return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+
+
 class Trainer:
     """Runs every task of a scenario through a method and records the accuracy matrices."""
 
@@ -50,6 +97,8 @@ class Trainer:
         test_transform: Normalize,
         device: torch.device,
         callbacks: Sequence[Callback] = (),
+        checkpoints: CheckpointStore | None = None,
+        metrics_offset: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
         self.scenario = scenario
@@ -65,27 +114,49 @@ class Trainer:
         self.accuracy_matrices: dict[str, list[list[float]]] = {}
         self.random_init_accuracy: dict[str, list[float]] | None = None
         self.task_seconds: list[float] = []
+        self.checkpoints = checkpoints
+        self.metrics_offset = metrics_offset
+        self.stop_signal: str | None = None
+        self.elapsed_before = 0.0
+        self._fit_start = time.perf_counter()
+        self._task: TaskRun | None = None
 
     # ------------------------------------------------------------------ the loop
-    def fit(self) -> dict[str, Any]:
+    def fit(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train every task; with ``checkpoint``, continue exactly where that checkpoint left off."""
         start = time.perf_counter()
-        for task in self.scenario.tasks:
-            self.train_task(task)
-        return self.results(time.perf_counter() - start)
+        first_task, resume = (self.restore(checkpoint), checkpoint["task_state"]) if checkpoint else (0, None)
+        for task in self.scenario.tasks[first_task:]:
+            self.train_task(task, resume if task.info.index == first_task else None)
+        return self.results(self.elapsed_before + time.perf_counter() - start)
 
-    def train_task(self, task: Task) -> None:
-        task_start = time.perf_counter()
+    def train_task(self, task: Task, resume: dict[str, Any] | None = None) -> None:
         info = task.info
         train_loader = self.train_loader(task)
         test_loaders = self.test_loaders[: info.index + 1]
-        self.method.before_task(info, self.buffer, train_loader, test_loaders)
-        if self.config.full_accuracy_matrix and info.index == 0:
-            self.random_init_accuracy = self.evaluate(len(self.scenario.tasks))
-        optimizer, scheduler = self.optimization(info.index)
+        if resume is None:
+            task_start = time.perf_counter()
+            self.method.before_task(info, self.buffer, train_loader, test_loaders)
+            if self.config.full_accuracy_matrix and info.index == 0:
+                self.random_init_accuracy = self.evaluate(len(self.scenario.tasks))
+            optimizer, scheduler = self.optimization(info.index)
+            progress = EpochProgress.start(0, self.device)
+        else:
+            task_start = time.perf_counter() - resume["task_seconds"]
+            train_loader.images = resume["loader_images"].to(self.device)
+            train_loader.labels = resume["loader_labels"].to(self.device)
+            optimizer, scheduler = self.optimization(info.index)
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            progress = EpochProgress.from_state(resume["progress"], self.device)
+        self._task = TaskRun(train_loader, optimizer, scheduler, task_start)
         epochs = self.config.first_task_epochs if info.index == 0 else self.config.epoch
         self._emit("on_task_start", task, epochs, len(train_loader))
-        for epoch in range(epochs):
-            record = self.train_epoch(info.index, epoch, train_loader, optimizer)
+        for epoch in range(progress.epoch, epochs):
+            if progress.epoch != epoch:
+                progress = EpochProgress.start(epoch, self.device)
+            record = self.train_epoch(info.index, train_loader, optimizer, progress)
             if scheduler is not None:
                 scheduler.step()
             self._emit("on_epoch_end", record)
@@ -96,6 +167,13 @@ class Trainer:
                     "on_evaluation",
                     {"event": "eval", "task": info.index, "epoch": epoch, "accuracy": accuracy},
                 )
+            if epoch + 1 < epochs:
+                progress = EpochProgress.start(epoch + 1, self.device)
+                if self.stop_signal or (
+                    self.config.checkpoint_every and (epoch + 1) % self.config.checkpoint_every == 0
+                ):
+                    self.save_checkpoint(info.index, progress)
+                    self._stop_if_requested()
         self.method.after_task(info, self.buffer, train_loader, test_loaders)
         accuracy = self.evaluate(
             len(self.scenario.tasks) if self.config.full_accuracy_matrix else info.index + 1
@@ -103,46 +181,123 @@ class Trainer:
         for name, row in accuracy.items():
             self.accuracy_matrices.setdefault(name, []).append(row)
         self.task_seconds.append(time.perf_counter() - task_start)
+        self._task = None
         self._emit("on_task_end", self.task_record(info.index, accuracy))
+        if info.index + 1 < len(self.scenario.tasks):
+            self.save_checkpoint(info.index + 1, None)
+            self._stop_if_requested()
 
     def train_epoch(
-        self, task_index: int, epoch: int, loader: DeviceLoader, optimizer: torch.optim.Optimizer
+        self, task_index: int, loader: DeviceLoader, optimizer: torch.optim.Optimizer, progress: EpochProgress
     ) -> dict[str, Any]:
-        """One pass over the loader; loss and accuracy are summed on the device and read once."""
+        """One pass over the loader (from ``progress.next_batch``); sums stay on the device, read once."""
         self.method.train()
-        start = time.perf_counter()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        first_bad_batch = torch.full((), -1, dtype=torch.int64, device=self.device)
-        seen = 0
-        for batch_index, batch in enumerate(loader):
+        start = time.perf_counter() - progress.seconds
+        if progress.order is None and progress.next_batch == 0:
+            progress.order = loader.epoch_order()
+        for batch_index, batch in enumerate(
+            loader.batches(progress.order, progress.next_batch), progress.next_batch
+        ):
             _, acc, loss = self.method.observe(batch)
             self.method.optimizer_step(loss, optimizer)
             size = batch["label"].shape[0]
             loss = loss.detach()
-            bad = ~torch.isfinite(loss) & (first_bad_batch < 0)
-            first_bad_batch = torch.where(bad, batch_index, first_bad_batch)
-            loss_sum += loss * size
-            correct += acc.detach() * size
-            seen += size
+            bad = ~torch.isfinite(loss) & (progress.first_bad_batch < 0)
+            progress.first_bad_batch = torch.where(bad, batch_index, progress.first_bad_batch)
+            progress.loss_sum += loss * size
+            progress.correct += acc.detach() * size
+            progress.seen += size
+            progress.next_batch = batch_index + 1
             self._emit("on_batch_end", batch_index, loss)
-        if int(first_bad_batch) >= 0:
-            raise TrainingError(
-                f"Non-finite loss at task {task_index}, epoch {epoch}, batch {int(first_bad_batch)}: "
-                "training stopped. Lower the learning rate or check the data; the last checkpoint is intact."
-            )
+            if self.stop_signal and progress.next_batch < len(loader):
+                self._check_finite(task_index, progress)
+                progress.seconds = time.perf_counter() - start
+                self.save_checkpoint(task_index, progress)
+                self._stop_if_requested()
+        self._check_finite(task_index, progress)
         seconds = time.perf_counter() - start
+        seen = max(progress.seen, 1)
         return {
             "event": "epoch",
             "task": task_index,
-            "epoch": epoch,
-            "loss": float(loss_sum) / max(seen, 1),
-            "train_accuracy": 100.0 * float(correct) / max(seen, 1),
+            "epoch": progress.epoch,
+            "loss": float(progress.loss_sum) / seen,
+            "train_accuracy": 100.0 * float(progress.correct) / seen,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,
-            "images_per_second": seen / seconds if seconds > 0 else None,
+            "images_per_second": progress.seen / seconds if seconds > 0 else None,
             **self.method.pop_losses(),
         }
+
+    def _check_finite(self, task_index: int, progress: EpochProgress) -> None:
+        bad = int(progress.first_bad_batch)
+        if bad >= 0:
+            raise TrainingError(
+                f"Non-finite loss at task {task_index}, epoch {progress.epoch}, batch {bad}: "
+                "training stopped. Lower the learning rate or check the data; the last checkpoint is intact."
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to checkpoint and stop after the current batch (signal handlers call this)."""
+        self.stop_signal = reason
+
+    def _stop_if_requested(self) -> None:
+        if self.stop_signal:
+            raise RunInterrupted(self.stop_signal)
+
+    def save_checkpoint(self, task_index: int, progress: EpochProgress | None) -> None:
+        """Everything needed to continue: at a task start (``progress`` None) or inside a task."""
+        if self.checkpoints is None:
+            return
+        task_state = None
+        if progress is not None:
+            run = self._task
+            task_state = {
+                "loader_images": run.loader.images.cpu(),
+                "loader_labels": run.loader.labels.cpu(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+                "progress": progress.state(),
+                "task_seconds": time.perf_counter() - run.start,
+            }
+        payload = {
+            "task": task_index,
+            "task_state": task_state,
+            "method": self.method.state_dict(),
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
+            "trainer": {
+                "accuracy_matrices": self.accuracy_matrices,
+                "random_init_accuracy": self.random_init_accuracy,
+                "task_seconds": self.task_seconds,
+                "elapsed": self.elapsed_before + time.perf_counter() - self._fit_start,
+                "generator": self.generator.get_state(),
+            },
+            "rng": rng_state(),
+            "metrics_offset": self.metrics_offset(),
+        }
+        path = self.checkpoints.save(payload)
+        logger.info(
+            "checkpoint %s (task %d%s)",
+            path.name,
+            task_index,
+            "" if progress is None else f", epoch {progress.epoch}, batch {progress.next_batch}",
+        )
+
+    def restore(self, checkpoint: dict[str, Any]) -> int:
+        """Load a checkpoint's state into the method, buffer and trainer; returns the task to run next."""
+        self.method.load_state_dict(checkpoint["method"])
+        self.method.to(self.device)
+        if self.buffer is not None and checkpoint["buffer"] is not None:
+            self.buffer.load_state_dict(checkpoint["buffer"])
+        state = checkpoint["trainer"]
+        self.accuracy_matrices = state["accuracy_matrices"]
+        self.random_init_accuracy = state["random_init_accuracy"]
+        self.task_seconds = state["task_seconds"]
+        self.elapsed_before = state["elapsed"]
+        self.generator.set_state(state["generator"])
+        set_rng_state(checkpoint["rng"])
+        return checkpoint["task"]
 
     # ------------------------------------------------------------------ pieces
     def evaluate(self, num_tasks: int) -> dict[str, list[float]]:

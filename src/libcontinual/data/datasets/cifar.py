@@ -135,7 +135,10 @@ def _read_folder(fmt: CifarFormat, folder: Path) -> dict[str, dict]:
             f"{fmt.title} folder {folder} lacks {', '.join(missing)}; "
             f"extract the official {fmt.archive} again."
         )
-    return {name: _unpickle((folder / name).read_bytes(), str(folder / name)) for name in fmt.files}
+    try:
+        return {name: _unpickle((folder / name).read_bytes(), str(folder / name)) for name in fmt.files}
+    except OSError as error:
+        raise DataError(f"cannot read {fmt.title} folder {folder}: {error}") from error
 
 
 def _read_archive(fmt: CifarFormat, archive: Path) -> dict[str, dict]:

@@ -62,9 +62,12 @@ def _class_folders(split_dir: Path) -> list[str]:
             f"image folder split {split_dir} not found: expected {split_dir}/<class>/<image> "
             f"(LibContinual layout data_root/{{train,test}}/<class>/<image>)"
         )
-    return sorted(
-        entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not is_hidden(entry.name)
-    )
+    try:
+        return sorted(
+            entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not is_hidden(entry.name)
+        )
+    except OSError as error:
+        raise DataError(f"cannot list image folder split {split_dir}: {error}") from error
 
 
 def _list_split(root: Path, split: str, classes: list[str]) -> _Split:
@@ -74,10 +77,13 @@ def _list_split(root: Path, split: str, classes: list[str]) -> _Split:
     for label, name in enumerate(classes):
         folder = os.path.join(root, split, name)
         images = []
-        for entry in os.scandir(folder):
-            if not is_hidden(entry.name) and is_image_name(entry.name) and entry.is_file():
-                stat = entry.stat()
-                images.append((entry.name, stat.st_size, stat.st_mtime_ns))
+        try:
+            for entry in os.scandir(folder):
+                if not is_hidden(entry.name) and is_image_name(entry.name) and entry.is_file():
+                    stat = entry.stat()
+                    images.append((entry.name, stat.st_size, stat.st_mtime_ns))
+        except OSError as error:
+            raise DataError(f"cannot list class folder {folder}: {error}") from error
         if not images:
             raise DataError(
                 f"class folder {folder} has no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}); "
