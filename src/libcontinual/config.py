@@ -225,6 +225,15 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _includes(data: dict[str, Any], source: str) -> list[str]:
+    includes = data.pop("includes", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(item, str) for item in includes):
+        raise ConfigError(f"{source}: 'includes' must be a list of file paths, got {includes!r}.")
+    return includes
+
+
 def _load_with_includes(
     path: Path, origins: _Origins, stack: tuple[Path, ...], included_from: str | None = None
 ) -> dict[str, Any]:
@@ -233,11 +242,7 @@ def _load_with_includes(
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise ConfigError(f"Config includes form a cycle: {chain}. Remove one of these includes.")
     data = _read_yaml(path, included_from)
-    includes = data.pop("includes", []) or []
-    if isinstance(includes, str):
-        includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(item, str) for item in includes):
-        raise ConfigError(f"{path}: 'includes' must be a list of file paths, got {includes!r}.")
+    includes = _includes(data, str(path))
     merged: dict[str, Any] = {}
     for include in includes:
         child = _load_with_includes(path.parent / include, origins, (*stack, path), str(path))
@@ -296,9 +301,8 @@ def load_config(
     config_path: Path | None = None
     if isinstance(source, dict):
         data = _rename_synonyms(source, "the config dict")
-        includes = data.pop("includes", []) or []
         merged: dict[str, Any] = {}
-        for include in [includes] if isinstance(includes, str) else includes:
+        for include in _includes(data, "the config dict"):
             merged = deep_merge(merged, _load_with_includes(Path(include), origins, (), "the config dict"))
         origins.record(data, "the config dict")
         data = deep_merge(merged, data)
@@ -427,6 +431,9 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
         raise _error(("inc_cls_num",), origins, f"must not be negative, got {config.inc_cls_num}.")
     if config.init_epoch is not None and config.init_epoch < 1:
         raise _error(("init_epoch",), origins, f"must be at least 1, got {config.init_epoch}.")
+    for key in ("seed", "order_seed"):
+        if not 0 <= getattr(config, key) < 2**32:
+            raise _error((key,), origins, f"must lie in [0, 2**32), got {getattr(config, key)}.")
     if config.checkpoint_every < 0:
         raise _error(
             ("checkpoint_every",), origins, f"must be 0 (off) or positive, got {config.checkpoint_every}."

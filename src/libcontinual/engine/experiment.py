@@ -217,6 +217,7 @@ def run_experiment(
     scenario = build_scenario(config, data)
     seed_everything(config.seed)
     method = build_method(config, scenario, data.image_shape[2])
+    check_backbone_accepts(method.backbone, config, data)
     buffer = build_buffer(config)
     train_transform, test_transform = build_transforms(config, data)
     check_disk_space(config.save_path, method, scenario)
@@ -313,6 +314,23 @@ def find_unfinished_run(config: ExperimentConfig) -> Path | None:
         if p.is_dir() and (p / "config.yaml").exists() and not (p / "results.json").exists()
     ]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def check_backbone_accepts(backbone: torch.nn.Module, config: ExperimentConfig, data: ClassificationData) -> None:
+    """One forward pass on blank images of the dataset's shape, so a mismatch fails before training."""
+    height, width, channels = data.image_shape
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            backbone.forward_features(torch.zeros(2, channels, height, width))
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"Backbone {config.backbone.name!r} cannot take the images of dataset {data.name!r} "
+            f"({channels}x{height}x{width}): {exc}. Adjust 'backbone.kwargs' or 'image_size'."
+        ) from None
+    finally:
+        backbone.train(was_training)
 
 
 def check_save_path(save_path: str) -> None:
