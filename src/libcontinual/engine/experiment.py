@@ -316,7 +316,9 @@ def find_unfinished_run(config: ExperimentConfig) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
-def check_backbone_accepts(backbone: torch.nn.Module, config: ExperimentConfig, data: ClassificationData) -> None:
+def check_backbone_accepts(
+    backbone: torch.nn.Module, config: ExperimentConfig, data: ClassificationData
+) -> None:
     """One forward pass on blank images of the dataset's shape, so a mismatch fails before training."""
     height, width, channels = data.image_shape
     was_training = backbone.training
