@@ -216,3 +216,16 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_config, tmp_path):
     checkpoints = CheckpointStore(run_dir / "checkpoints").paths()
     assert checkpoints and (len(checkpoints) > before or before == 2)
     assert CheckpointStore(run_dir / "checkpoints").load_latest() is not None
+
+
+def test_deterministic_mode_gives_bit_identical_weights_and_is_restored_afterwards(tiny_config):
+    import torch
+
+    tiny_config.update(deterministic=True, epoch=1)
+    first = libcontinual.run(tiny_config)
+    second = libcontinual.run(tiny_config)
+    assert first.accuracy_matrix == second.accuracy_matrix
+    assert not torch.are_deterministic_algorithms_enabled()
+    store_a = CheckpointStore(first.run_dir / "checkpoints").load_latest()[0]["method"]
+    store_b = CheckpointStore(second.run_dir / "checkpoints").load_latest()[0]["method"]
+    assert all(torch.equal(store_a[k], store_b[k]) for k in store_a if isinstance(store_a[k], torch.Tensor))

@@ -204,11 +204,13 @@ def run_experiment(
     builders.load_plugins(config.plugins, None)
     check_components(config)
     device = resolve_device(config.device)
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+    with torch_settings(config):
+        return _run(config, callbacks, resume_dir, device)
+
+
+def _run(
+    config: ExperimentConfig, callbacks: Sequence[Callback], resume_dir: Path | None, device: torch.device
+) -> RunResult:
     if resume_dir is None and config.resume:
         resume_dir = find_unfinished_run(config)
     if resume_dir is None:
@@ -360,6 +362,22 @@ def check_disk_space(save_path: str, method: torch.nn.Module, scenario: Scenario
             f"Config key 'save_path': {save_path} has {free / 2**20:.0f} MiB free but a checkpoint "
             f"of this run needs about {needed / 2**20:.0f} MiB. Free some space or choose another save_path."
         )
+
+
+@contextlib.contextmanager
+def torch_settings(config: ExperimentConfig) -> Iterator[None]:
+    """Thread count and deterministic algorithms for the run; the caller's settings come back afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 @contextlib.contextmanager
