@@ -92,10 +92,10 @@ def setup_logging(console: Console, verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from libcontinual.config import load_config
-    from libcontinual.engine.experiment import run_experiment
+    from libcontinual.engine.experiment import run_any
 
     config, config_path = load_config(args.config, args.overrides)
-    result = run_experiment(config, config_path, progress_callbacks())
+    result = run_any(config, config_path, progress_callbacks())
     print_results(Console(), result.results)
     Console().print(f"run directory: {result.run_dir}")
     return 0
@@ -117,6 +117,9 @@ def progress_callbacks() -> list[Any]:
 
 def print_results(console: Console, results: dict[str, Any]) -> None:
     """The accuracy matrix (rows: after task i; columns: task j) and the summary metrics."""
+    if results.get("aggregate"):
+        print_aggregate(console, results)
+        return
     for name, matrix in results["accuracy_matrix"].items():
         if name.endswith("_task_il"):
             continue
@@ -141,6 +144,24 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
         summary.add_row(name, *("-" if v is None else f"{v:.2f}" for v in values))
     console.print(summary)
     console.print(f"wall time {results['wall_time_s']:.1f} s, peak memory {results['peak_rss_mb']:.0f} MiB")
+
+
+def print_aggregate(console: Console, results: dict[str, Any]) -> None:
+    """Mean ± std over seeds of the accuracy curve and the summary metrics."""
+    seeds = ", ".join(map(str, results["seeds"]))
+    table = Table(title=f"mean ± std over seeds {seeds}")
+    table.add_column("evaluation")
+    columns = ["last_accuracy", "average_incremental_accuracy", "forgetting", "bwt"]
+    for column in ["accuracy after each task", *columns]:
+        table.add_column(column.replace("_", " "), justify="right")
+    for name, metrics in results["summary"].items():
+        curve = results["accuracy_curve"][name]
+        cells = [" / ".join(f"{m:.1f}" for m in curve["mean"])]
+        for column in columns:
+            value = metrics.get(column)
+            cells.append("-" if value is None else f"{value['mean']:.2f} ± {value['std']:.2f}")
+        table.add_row(name, *cells)
+    console.print(table)
 
 
 class ProgressBar:

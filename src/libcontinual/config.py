@@ -137,6 +137,12 @@ class ExperimentConfig:
         False,
     )
     seed: int = _doc("Seed of initialisation, batches and augmentation.", 1993)
+    seeds: list[int] = _doc(
+        "Run once per seed into seed-<s>/ sub-directories and aggregate mean ± std; each seed also fixes "
+        "the class order (unless class_order is given).",
+        factory=list,
+    )
+    repeat: int = _doc("Run seeds seed, seed+1, ... seed+repeat-1 (like seeds).", 1)
     deterministic: bool = _doc("Use PyTorch's deterministic algorithms.", False)
     device: str = _doc("auto (cuda when present, else cpu), cpu, cuda or cuda:N.", "auto")
     num_threads: int | None = _doc("torch.set_num_threads on CPU; null keeps PyTorch's default.", None)
@@ -147,6 +153,13 @@ class ExperimentConfig:
         "methods, backbones or datasets.",
         factory=list,
     )
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds of a multi-seed run; empty for a single run."""
+        if self.seeds:
+            return list(self.seeds)
+        return [self.seed + i for i in range(self.repeat)] if self.repeat > 1 else []
 
     @property
     def first_task_epochs(self) -> int:
@@ -434,6 +447,15 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
     for key in ("seed", "order_seed"):
         if not 0 <= getattr(config, key) < 2**32:
             raise _error((key,), origins, f"must lie in [0, 2**32), got {getattr(config, key)}.")
+    if config.repeat < 1:
+        raise _error(("repeat",), origins, f"must be at least 1, got {config.repeat}.")
+    if config.seeds and config.repeat > 1:
+        raise _error(("repeat",), origins, "cannot be combined with 'seeds'; use one of them.")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise _error(("seeds",), origins, "lists a seed more than once.")
+    for index, value in enumerate(config.seeds):
+        if not 0 <= value < 2**32:
+            raise _error(("seeds", str(index)), origins, f"must lie in [0, 2**32), got {value}.")
     if config.checkpoint_every < 0:
         raise _error(
             ("checkpoint_every",), origins, f"must be 0 (off) or positive, got {config.checkpoint_every}."

@@ -193,10 +193,12 @@ def run_experiment(
     config_path: Path | None = None,
     callbacks: Sequence[Callback] = (),
     resume_dir: Path | None = None,
+    run_path: Path | None = None,
 ) -> RunResult:
     """Run one experiment end to end and write its run directory.
 
     With ``resume_dir`` (or ``config.resume``), continue that run from its newest valid checkpoint.
+    ``run_path`` names the new run directory exactly (multi-seed runs use ``seed-<s>``).
     """
     config_dir = config_path.parent if config_path is not None else None
     register_everything()
@@ -205,11 +207,15 @@ def run_experiment(
     check_components(config)
     device = resolve_device(config.device)
     with torch_settings(config):
-        return _run(config, callbacks, resume_dir, device)
+        return _run(config, callbacks, resume_dir, run_path, device)
 
 
 def _run(
-    config: ExperimentConfig, callbacks: Sequence[Callback], resume_dir: Path | None, device: torch.device
+    config: ExperimentConfig,
+    callbacks: Sequence[Callback],
+    resume_dir: Path | None,
+    run_path: Path | None,
+    device: torch.device,
 ) -> RunResult:
     if resume_dir is None and config.resume:
         resume_dir = find_unfinished_run(config)
@@ -225,7 +231,11 @@ def _run(
     check_disk_space(config.save_path, method, scenario)
 
     if resume_dir is None:
-        run_dir = RunDirectory.create(config.save_path, config.name or config.method.name)
+        if run_path is None:
+            run_dir = RunDirectory.create(config.save_path, config.name or config.method.name)
+        else:
+            run_path.mkdir(parents=True)
+            run_dir = RunDirectory(run_path)
         save_config(config, run_dir.config_path)
     else:
         run_dir = RunDirectory(resume_dir)
@@ -290,6 +300,10 @@ def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> RunResult
     if (path / "results.json").exists():
         raise ConfigError(f"Run {path} has already finished (results.json exists); nothing to resume.")
     config, _ = load_config(config_file)
+    if config.seed_list:
+        from libcontinual.engine.seeds import run_seeds
+
+        return run_seeds(config, None, callbacks, resume_dir=path)
     return run_experiment(config, None, callbacks, resume_dir=path)
 
 
@@ -451,4 +465,15 @@ def run(
     Example: ``libcontinual.run("configs/demo.yaml", epoch=1, method={"name": "joint"})``.
     """
     experiment_config, config_path = load_config(config, overrides, kwargs or None)
-    return run_experiment(experiment_config, config_path, callbacks)
+    return run_any(experiment_config, config_path, callbacks)
+
+
+def run_any(
+    config: ExperimentConfig, config_path: Path | None, callbacks: Sequence[Callback] = ()
+) -> RunResult:
+    """One run, or one per seed with an aggregate when the config lists several seeds."""
+    if config.seed_list:
+        from libcontinual.engine.seeds import run_seeds
+
+        return run_seeds(config, config_path, callbacks)
+    return run_experiment(config, config_path, callbacks)
