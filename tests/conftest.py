@@ -6,6 +6,10 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny tensors: one thread avoids thread start-up and contention costs that dwarf the work.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -21,11 +25,12 @@ TINY_CONFIG = {
     "task_num": 3,
     "epoch": 2,
     "batch_size": 16,
-    "backbone": {"name": "resnet20"},
+    "backbone": {"name": "resnet8"},
     "method": {"name": "finetune"},
     "optimizer": {"name": "SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}},
     "seed": 7,
     "device": "cpu",
+    "num_threads": 1,
 }
 
 

@@ -96,6 +96,12 @@ class CifarResNet(Backbone):
         return x.mean(dim=(2, 3))
 
 
+@register_backbone("resnet8")
+def resnet8(in_channels: int = 3, last_relu: bool = True) -> CifarResNet:
+    """ResNet-8 (n = 1): one block per stage; for tests, demos and quick experiments."""
+    return CifarResNet(8, in_channels=in_channels, last_relu=last_relu)
+
+
 @register_backbone("resnet20")
 def resnet20(in_channels: int = 3, last_relu: bool = True) -> CifarResNet:
     """ResNet-20 (n = 3), 0.27 M parameters without the head."""

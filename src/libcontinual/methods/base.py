@@ -12,6 +12,7 @@ named loss terms go through ``log_losses``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -33,11 +34,14 @@ class Method(nn.Module):
     ``requires_buffer`` makes a run without a buffer fail before training starts.
     ``task_aware_inference`` tells evaluation that task-incremental scores need ``task_id``
     (per-task masks or heads) instead of masking the class-incremental scores.
+    ``frozen_copies`` names attributes that hold a frozen copy of the backbone (a teacher) or None:
+    on resume they are recreated before the checkpoint's weights are loaded into them.
     """
 
     classifiers: tuple[str, ...] = ("cnn",)
     requires_buffer: bool = False
     task_aware_inference: bool = False
+    frozen_copies: tuple[str, ...] = ("teacher",)
 
     def __init__(self, backbone: nn.Module, feat_dim: int, num_class: int) -> None:
         super().__init__()
@@ -70,6 +74,14 @@ class Method(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         self.seen_tasks = [TaskInfo(**info) for info in state["seen_tasks"]]
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Recreate frozen copies (teachers) that the checkpoint holds, then load as usual."""
+        for name in self.frozen_copies:
+            prefix = f"{name}."
+            if getattr(self, name, None) is None and any(key.startswith(prefix) for key in state_dict):
+                setattr(self, name, frozen_copy(self.backbone))
+        return super().load_state_dict(state_dict, strict, assign)
 
     # ------------------------------------------------------------------ hooks
     def before_task(
@@ -134,6 +146,16 @@ class Method(nn.Module):
         self._loss_sums.clear()
         self._loss_counts.clear()
         return means
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with every parameter frozen (``requires_grad`` False).
+
+    The owner must keep it in eval mode when the trainer calls ``method.train()`` (override ``train``).
+    """
+    teacher = copy.deepcopy(module).eval()
+    teacher.requires_grad_(False)
+    return teacher
 
 
 def predict(scores: torch.Tensor, classes: Sequence[int] | None = None) -> torch.Tensor:
