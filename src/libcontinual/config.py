@@ -145,6 +145,16 @@ class ExperimentConfig:
     repeat: int = _doc("Run seeds seed, seed+1, ... seed+repeat-1 (like seeds).", 1)
     deterministic: bool = _doc("Use PyTorch's deterministic algorithms.", False)
     device: str = _doc("auto (cuda when present, else cpu), cpu, cuda or cuda:N.", "auto")
+    channels_last: bool | None = _doc(
+        "Keep images and convolution weights in channels_last memory format; null = on with CUDA.", None
+    )
+    bf16: bool | None = _doc(
+        "bfloat16 autocast for forward passes (training and evaluation); null = on with CUDA when supported.",
+        None,
+    )
+    compile: bool = _doc(
+        "torch.compile the backbone in place (nn.Module.compile); GPU only in practice.", False
+    )
     num_threads: int | None = _doc("torch.set_num_threads on CPU; null keeps PyTorch's default.", None)
     save_path: str = _doc("Folder that receives one run directory per run.", "runs")
     name: str | None = _doc("Run-directory prefix; null = the method's name.", None)

@@ -31,6 +31,7 @@ class DeviceLoader:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         device: torch.device | str = "cpu",
+        channels_last: bool = False,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -44,6 +45,7 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+        self.channels_last = channels_last
 
     @property
     def num_samples(self) -> int:
@@ -76,7 +78,10 @@ class DeviceLoader:
                 index = order[start : start + self.batch_size]
                 images = self.images.index_select(0, index)
                 labels = self.labels.index_select(0, index)
-            yield {"image": self.transform(images, self.generator), "label": labels}
+            images = self.transform(images, self.generator)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield {"image": images, "label": labels}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self.batches(self.epoch_order())

@@ -117,8 +117,15 @@ def scheduler_class(component: ComponentConfig, key: str) -> type:
     return cls
 
 
-def build_optimizer(component: ComponentConfig, params: Any, key: str) -> torch.optim.Optimizer:
-    return call(optimizer_class(component, key), key, params, **component.kwargs)
+def build_optimizer(
+    component: ComponentConfig, params: Any, key: str, fused: bool = False
+) -> torch.optim.Optimizer:
+    """The optimizer; ``fused`` asks for the fused CUDA kernel when available and not set by the config."""
+    cls = optimizer_class(component, key)
+    kwargs = dict(component.kwargs)
+    if fused and "fused" in inspect.signature(cls.__init__).parameters:
+        kwargs.setdefault("fused", True)
+    return call(cls, key, params, **kwargs)
 
 
 def build_scheduler(component: ComponentConfig | None, optimizer: torch.optim.Optimizer, key: str) -> Any:

@@ -84,6 +84,28 @@ class EpochProgress:
         return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()})
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """GPU speed switches; each is off on CPU unless the config turns it on explicitly."""
+
+    channels_last: bool
+    bf16: bool
+    device_type: str
+
+    @classmethod
+    def resolve(cls, config: ExperimentConfig, device: torch.device) -> FastPath:
+        cuda = device.type == "cuda"
+        bf16_default = cuda and torch.cuda.is_bf16_supported()
+        return cls(
+            channels_last=cuda if config.channels_last is None else config.channels_last,
+            bf16=bf16_default if config.bf16 is None else config.bf16,
+            device_type=device.type,
+        )
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+
 class Trainer:
     """Runs every task of a scenario through a method and records the accuracy matrices."""
 
@@ -102,7 +124,12 @@ class Trainer:
     ) -> None:
         self.config = config
         self.scenario = scenario
+        self.fast = FastPath.resolve(config, device)
         self.method = method.to(device)
+        if self.fast.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        if config.compile:
+            self.method.backbone.compile()
         self.buffer = buffer
         self.train_transform = train_transform
         self.test_transform = test_transform
@@ -198,7 +225,8 @@ class Trainer:
         for batch_index, batch in enumerate(
             loader.batches(progress.order, progress.next_batch), progress.next_batch
         ):
-            _, acc, loss = self.method.observe(batch)
+            with self.fast.autocast():
+                _, acc, loss = self.method.observe(batch)
             self.method.optimizer_step(loss, optimizer)
             size = batch["label"].shape[0]
             loss = loss.detach()
@@ -303,7 +331,8 @@ class Trainer:
     def evaluate(self, num_tasks: int) -> dict[str, list[float]]:
         """Accuracy on the first ``num_tasks`` tasks' test sets."""
         infos = [task.info for task in self.scenario.tasks[:num_tasks]]
-        return evaluate(self.method, self.test_loaders[:num_tasks], infos)
+        with self.fast.autocast():
+            return evaluate(self.method, self.test_loaders[:num_tasks], infos)
 
     def train_loader(self, task: Task) -> DeviceLoader:
         return DeviceLoader(
@@ -314,6 +343,7 @@ class Trainer:
             shuffle=True,
             generator=self.generator,
             device=self.device,
+            channels_last=self.fast.channels_last,
         )
 
     def test_loader(self, task: Task) -> DeviceLoader:
@@ -335,7 +365,7 @@ class Trainer:
         scheduler_config = self.config.init_lr_scheduler if use_init_scheduler else self.config.lr_scheduler
         scheduler_key = "init_lr_scheduler" if use_init_scheduler else "lr_scheduler"
         params = self.method.get_parameters(self.config)
-        optimizer = build_optimizer(optimizer_config, params, optimizer_key)
+        optimizer = build_optimizer(optimizer_config, params, optimizer_key, fused=self.device.type == "cuda")
         return optimizer, build_scheduler(scheduler_config, optimizer, scheduler_key)
 
     def task_record(self, task_index: int, accuracy: dict[str, list[float]]) -> dict[str, Any]:
