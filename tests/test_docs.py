@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("config_reference", REPO / "scripts" / "config_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", REPO / "scripts" / "config_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -19,7 +21,9 @@ def load_script():
 
 def test_config_reference_is_up_to_date():
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "config_reference.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(REPO / "scripts" / "config_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
 

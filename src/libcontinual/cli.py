@@ -1,4 +1,4 @@
-"""Command line: ``libcontinual run | resume | datasets``.
+"""Command line: ``libcontinual run | resume | report | compare | datasets``.
 
 Errors the user can fix (config, data, paths) print one message and exit with status 2, without a
 Python traceback.
@@ -63,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", help="the run directory (save_path/<name>-<time>)")
     resume.set_defaults(handler=cmd_resume)
 
+    report = commands.add_parser("report", help="write report.md and PNG figures into RUN_DIR/report/")
+    report.add_argument("run_dir", help="a finished run directory (single or multi-seed)")
+    report.set_defaults(handler=cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="compare runs of one protocol: markdown and CSV tables, an accuracy-curve figure"
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    compare.add_argument("--out", default="comparison", help="output folder (default: ./comparison)")
+    compare.add_argument("--force", action="store_true", help="compare even when the protocols differ")
+    compare.set_defaults(handler=cmd_compare)
+
     datasets = commands.add_parser("datasets", help="known datasets and where they are looked for")
     datasets_commands = datasets.add_subparsers(title="datasets commands")
     listing = datasets_commands.add_parser("list", help="every registered dataset, found or not")
@@ -107,6 +119,22 @@ def cmd_resume(args: argparse.Namespace) -> int:
     result = resume(args.run_dir, progress_callbacks())
     print_results(Console(), result.results)
     Console().print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from libcontinual.report import write_report
+
+    path = write_report(args.run_dir)
+    Console().print(f"report: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from libcontinual.report import compare
+
+    path = compare(args.run_dirs, args.out, force=args.force)
+    Console().print(f"comparison: {path} (with {path.with_suffix('.csv').name} and accuracy_curves.png)")
     return 0
 
 

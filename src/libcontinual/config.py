@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import re
 import types
 import typing
@@ -22,6 +23,7 @@ from libcontinual.errors import ConfigError
 from libcontinual.registry import nearest
 
 OVERRIDE_SOURCE = "command-line override"
+LOGGERS = ("tensorboard", "csv")
 
 
 class _Loader(yaml.SafeLoader):
@@ -158,6 +160,11 @@ class ExperimentConfig:
     num_threads: int | None = _doc("torch.set_num_threads on CPU; null keeps PyTorch's default.", None)
     save_path: str = _doc("Folder that receives one run directory per run.", "runs")
     name: str | None = _doc("Run-directory prefix; null = the method's name.", None)
+    logger: list[str] = _doc(
+        "Extra run loggers: tensorboard (event files in the run directory's tensorboard/) and csv "
+        "(metrics.csv, one row per epoch); metrics.jsonl is always written.",
+        factory=list,
+    )
     plugins: list[str] = _doc(
         "Python files (relative to the config file) or modules imported first, to register your own "
         "methods, backbones or datasets.",
@@ -493,6 +500,20 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
             raise _error(("normalize", "std"), origins, f"must be positive, got {config.normalize.std}.")
     if config.class_order is not None and len(set(config.class_order)) != len(config.class_order):
         raise _error(("class_order",), origins, "lists a class more than once.")
+    for index, name in enumerate(config.logger):
+        if name not in LOGGERS:
+            hint = nearest(name, LOGGERS)
+            suggestion = f" Did you mean {hint!r}?" if hint else ""
+            valid = ", ".join(LOGGERS)
+            raise _error(("logger", str(index)), origins, f"is {name!r}, not one of {valid}.{suggestion}")
+    if len(set(config.logger)) != len(config.logger):
+        raise _error(("logger",), origins, "lists a logger more than once.")
+    if "tensorboard" in config.logger and importlib.util.find_spec("tensorboard") is None:
+        raise _error(
+            ("logger",),
+            origins,
+            "lists tensorboard, which is not installed: pip install 'libcontinual[tensorboard]'.",
+        )
 
 
 def classes_needed(config: ExperimentConfig) -> int:

@@ -26,6 +26,7 @@ from libcontinual.data.scenario import Scenario
 from libcontinual.data.types import ClassificationData
 from libcontinual.engine import builders
 from libcontinual.engine.checkpoint import CheckpointStore
+from libcontinual.engine.loggers import logger_callbacks
 from libcontinual.engine.run_dir import RunDirectory, provenance
 from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
 from libcontinual.errors import ConfigError
@@ -54,6 +55,7 @@ def register_everything() -> None:
     """Import the built-in datasets, backbones, methods and buffers so that their registries are full."""
     import libcontinual.backbones
     import libcontinual.data.datasets
+    import libcontinual.data.domain_scenarios
     import libcontinual.methods  # noqa: F401
 
 
@@ -264,7 +266,7 @@ def _run(
             train_transform,
             test_transform,
             device,
-            [MetricsFile(run_dir), *callbacks],
+            [MetricsFile(run_dir), *logger_callbacks(config, run_dir.path), *callbacks],
             checkpoints=store,
             metrics_offset=run_dir.metrics_size,
         )

@@ -76,12 +76,19 @@ class Method(nn.Module):
         self.seen_tasks = [TaskInfo(**info) for info in state["seen_tasks"]]
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Recreate frozen copies (teachers) that the checkpoint holds, then load as usual."""
+        """Recreate frozen copies (teachers) that the checkpoint holds, then load as usual.
+
+        Loading can recreate head chunks (new, trainable parameters), so the copies are frozen again after.
+        """
         for name in self.frozen_copies:
             prefix = f"{name}."
             if getattr(self, name, None) is None and any(key.startswith(prefix) for key in state_dict):
                 setattr(self, name, frozen_copy(self.backbone))
-        return super().load_state_dict(state_dict, strict, assign)
+        result = super().load_state_dict(state_dict, strict, assign)
+        for name in self.frozen_copies:
+            if getattr(self, name, None) is not None:
+                getattr(self, name).requires_grad_(False)
+        return result
 
     # ------------------------------------------------------------------ hooks
     def before_task(
