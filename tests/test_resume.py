@@ -69,6 +69,16 @@ def test_crash_inside_a_task_resumes_to_the_identical_result(tiny_config, name):
     assert metrics_without_timing(crashed) == metrics_without_timing(reference.run_dir)
 
 
+def test_crash_inside_a_task_with_an_online_buffer_resumes_to_the_identical_result(tiny_config):
+    config = resume_config(tiny_config, "replay")
+    config["buffer"] = {"name": "online", "kwargs": {"buffer_size": 24, "strategy": "reservoir"}}
+    reference = libcontinual.run(config)
+    with pytest.raises(SimulatedCrash):
+        libcontinual.run(config, callbacks=[CrashAt(task=2, epoch=1, batch=1)])
+    crashed = max(Path(config["save_path"]).glob("*"), key=lambda p: p.stat().st_mtime)
+    assert resume(crashed).accuracy_matrix == reference.accuracy_matrix
+
+
 def test_crash_between_tasks_resumes_to_the_identical_result(tiny_config):
     config = resume_config(tiny_config, "finetune")
     config["checkpoint_every"] = 0  # only end-of-task checkpoints

@@ -54,6 +54,7 @@ class RunResult:
 def register_everything() -> None:
     """Import the built-in datasets, backbones, methods and buffers so that their registries are full."""
     import libcontinual.backbones
+    import libcontinual.buffers
     import libcontinual.data.datasets
     import libcontinual.data.domain_scenarios
     import libcontinual.methods  # noqa: F401

@@ -172,6 +172,7 @@ class Trainer:
             task_start = time.perf_counter() - resume["task_seconds"]
             train_loader.images = resume["loader_images"].to(self.device)
             train_loader.labels = resume["loader_labels"].to(self.device)
+            self.method.resume_task(info, self.buffer, train_loader, test_loaders)
             optimizer, scheduler = self.optimization(info.index)
             optimizer.load_state_dict(resume["optimizer"])
             if scheduler is not None:

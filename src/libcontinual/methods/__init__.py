@@ -3,8 +3,16 @@
 from libcontinual.methods import (  # noqa: F401
     agem,
     base,
+    bic,
+    e2e,
+    ewc,
     gem,
+    icarl,
     joint,
+    lucir,
+    lwf,
+    replay,
+    wa,
 )
 from libcontinual.methods.base import Finetune, Method
 

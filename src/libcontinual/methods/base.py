@@ -98,6 +98,12 @@ class Method(nn.Module):
         self.seen_tasks.append(task)
         self.backbone.head.expand(task.total_classes)
 
+    def resume_task(
+        self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
+    ) -> None:
+        """Called instead of ``before_task`` when a run resumes inside a task: the state dict already holds
+        what ``before_task`` built; re-attach what lives outside it (e.g. a reference to the buffer)."""
+
     def observe(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One training batch: cross-entropy over the seen classes. Returns (pred, acc, loss)."""
         images, labels = batch["image"], batch["label"]
