@@ -239,3 +239,43 @@ def test_deterministic_mode_gives_bit_identical_weights_and_is_restored_afterwar
     store_a = CheckpointStore(first.run_dir / "checkpoints").load_latest()[0]["method"]
     store_b = CheckpointStore(second.run_dir / "checkpoints").load_latest()[0]["method"]
     assert all(torch.equal(store_a[k], store_b[k]) for k in store_a if isinstance(store_a[k], torch.Tensor))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", METHODS.names())
+def test_sigkill_then_resume_matches_for_every_method(tiny_config, tmp_path, name):
+    """The real thing for each method: a separate process killed with SIGKILL, resumed from the CLI."""
+    tiny_config.update(method_settings(name), epoch=6, checkpoint_every=1, num_threads=1)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config))
+    reference = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "libcontinual.cli",
+            "run",
+            str(config_path),
+            "save_path=" + str(tmp_path / "ref"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert reference.returncode == 0, reference.stderr
+    proc = _subprocess_run(config_path, "run")
+    run_dir = _wait_for_checkpoint(Path(tiny_config["save_path"]), proc)
+    time.sleep(0.3)  # let it get past the first checkpoint, into the task
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    if (run_dir / "results.json").exists():
+        pytest.skip("the run finished before the kill; nothing to resume")
+    resumed = subprocess.run(
+        [sys.executable, "-m", "libcontinual.cli", "resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    ref_dir = next((tmp_path / "ref").iterdir())
+    ours = json.loads((run_dir / "results.json").read_text())["accuracy_matrix"]
+    assert ours == json.loads((ref_dir / "results.json").read_text())["accuracy_matrix"]

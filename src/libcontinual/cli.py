@@ -243,14 +243,17 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
     from libcontinual.data.datasets import describe_datasets
 
     table = Table(title="datasets")
-    for column in ("name", "looked for in", "found"):
+    for column in ("name", "what", "looked for in (data_root unset)", "found there", "options"):
         table.add_column(column)
     for entry in describe_datasets():
-        found = entry.get("found")
+        found = entry["found"]
+        options = ", ".join(f"{k}={v!r}" for k, v in entry["options"].items())
         table.add_row(
             entry["name"],
-            entry.get("location") or "data_root",
-            "yes" if found else ("-" if found is None else "no"),
+            entry["description"],
+            entry["default_location"] or "- (set data_root)",
+            "-" if found is None else ("yes" if found else "no"),
+            options,
         )
     Console().print(table)
     return 0

@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
+from libcontinual.data.datasets.catalog import default_location
 from libcontinual.data.types import ClassificationData
 from libcontinual.errors import ConfigError
 from libcontinual.registry import register_dataset
@@ -32,6 +33,7 @@ def _decode(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 @register_dataset("demo")
+@default_location("(shipped in the package)", found=lambda _: True)
 def load_demo(data_root: str | None = None, image_size: int | None = None) -> ClassificationData:
     """The packaged demo subset of CIFAR-10 (``data_root`` is ignored; 32x32 only)."""
     if image_size not in (None, 32):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from libcontinual.data.datasets.catalog import default_location
 from libcontinual.data.types import ClassificationData
 from libcontinual.errors import ConfigError
 from libcontinual.registry import register_dataset
 
 
 @register_dataset("synthetic")
+@default_location("(generated, no files)", found=lambda _: True)
 def load_synthetic(
     data_root: str | None = None,
     image_size: int | None = None,
