@@ -13,7 +13,7 @@ def require_data_root(data_root: str | None, dataset: str) -> Path:
     """``data_root`` as a Path; None is a ConfigError telling the user which key to set."""
     if data_root is None or str(data_root).strip() == "":
         raise ConfigError(
-            f"dataset {dataset!r} needs a data_root: set dataset.data_root in the config "
+            f"dataset {dataset!r} needs a data_root: set the top-level data_root key in the config "
             f"(or data_root= in Python) to the folder that holds its files."
         )
     return Path(data_root).expanduser()
