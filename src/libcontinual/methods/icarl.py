@@ -54,9 +54,46 @@ def nme_scores(features: torch.Tensor, class_means: torch.Tensor, num_classes: i
     return F.pad(scores, (0, num_classes - scores.shape[1]), value=float("-inf"))
 
 
-@register_method("icarl")
-class ICaRL(Replay):
+class NMEReplay(Replay):
+    """Replay plus a nearest-mean-of-exemplars classifier (iCaRL, LUCIR): reports ``cnn`` and ``nme``.
+
+    after_task: class means of the exemplars' normalised features (flip-augmented) after the buffer update.
+    scores(classifier="nme"): minus the distance of normalised features to each class mean.
+    """
+
     classifiers = ("cnn", "nme")
+
+    def __init__(self, backbone: nn.Module, feat_dim: int, num_class: int) -> None:
+        super().__init__(backbone, feat_dim, num_class)
+        self.class_means = torch.zeros(0, feat_dim)
+
+    def after_task(
+        self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
+    ) -> None:
+        super().after_task(task, buffer, train_loader, test_loaders)
+        self.class_means = exemplar_means(
+            self.backbone, buffer.images, buffer.labels, task.total_classes, plain_transform(train_loader)
+        )
+
+    @torch.no_grad()
+    def scores(
+        self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
+    ) -> torch.Tensor:
+        if classifier != "nme":
+            return super().scores(images, task_id, classifier)
+        features = self.backbone.forward_features(images)
+        return nme_scores(features, self.class_means.to(features.device), self.total_classes)
+
+    def get_extra_state(self) -> Any:
+        return {**super().get_extra_state(), "class_means": self.class_means.cpu()}
+
+    def set_extra_state(self, state: Any) -> None:
+        super().set_extra_state(state)
+        self.class_means = state["class_means"].to(self.device)
+
+
+@register_method("icarl")
+class ICaRL(NMEReplay):
     distills = True
 
     def __init__(
@@ -67,7 +104,6 @@ class ICaRL(Replay):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.temperature = temperature
         self.loss = loss
-        self.class_means = torch.zeros(0, feat_dim)
 
     def observe(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.replay(batch)
@@ -93,27 +129,3 @@ class ICaRL(Replay):
             self.log_losses(loss_ce=loss_ce)
         pred = logits.argmax(dim=1)
         return pred, (pred == labels).float().mean(), loss
-
-    def after_task(
-        self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
-    ) -> None:
-        super().after_task(task, buffer, train_loader, test_loaders)
-        self.class_means = exemplar_means(
-            self.backbone, buffer.images, buffer.labels, task.total_classes, plain_transform(train_loader)
-        )
-
-    @torch.no_grad()
-    def scores(
-        self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
-    ) -> torch.Tensor:
-        if classifier != "nme":
-            return super().scores(images, task_id, classifier)
-        features = self.backbone.forward_features(images)
-        return nme_scores(features, self.class_means.to(features.device), self.total_classes)
-
-    def get_extra_state(self) -> Any:
-        return {**super().get_extra_state(), "class_means": self.class_means}
-
-    def set_extra_state(self, state: Any) -> None:
-        super().set_extra_state(state)
-        self.class_means = state["class_means"].to(self.device)

@@ -33,8 +33,8 @@ from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
 from libcontinual.methods.base import Batch
 from libcontinual.methods.common import extract_features
-from libcontinual.methods.icarl import exemplar_means, nme_scores
-from libcontinual.methods.replay import Replay, plain_transform
+from libcontinual.methods.icarl import NMEReplay
+from libcontinual.methods.replay import plain_transform
 from libcontinual.registry import register_method
 
 
@@ -53,8 +53,7 @@ def margin_ranking(
 
 
 @register_method("lucir")
-class LUCIR(Replay):
-    classifiers = ("cnn", "nme")
+class LUCIR(NMEReplay):
     distills = True
 
     def __init__(
@@ -75,7 +74,6 @@ class LUCIR(Replay):
         self.top_k = top_k
         self.lw_mr = lw_mr
         self.imprint = imprint
-        self.class_means = torch.zeros(0, feat_dim)
 
     @property
     def lamda(self) -> float:
@@ -125,27 +123,3 @@ class LUCIR(Replay):
         self.log_losses(loss_ce=loss_ce)
         pred = logits.argmax(dim=1)
         return pred, (pred == labels).float().mean(), loss
-
-    def after_task(
-        self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
-    ) -> None:
-        super().after_task(task, buffer, train_loader, test_loaders)
-        self.class_means = exemplar_means(
-            self.backbone, buffer.images, buffer.labels, task.total_classes, plain_transform(train_loader)
-        )
-
-    @torch.no_grad()
-    def scores(
-        self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
-    ) -> torch.Tensor:
-        if classifier != "nme":
-            return super().scores(images, task_id, classifier)
-        features = self.backbone.forward_features(images)
-        return nme_scores(features, self.class_means.to(features.device), self.total_classes)
-
-    def get_extra_state(self) -> Any:
-        return {**super().get_extra_state(), "class_means": self.class_means.cpu()}
-
-    def set_extra_state(self, state: Any) -> None:
-        super().set_extra_state(state)
-        self.class_means = state["class_means"].to(self.device)
