@@ -8,6 +8,9 @@ head that grows to the classes seen so far; it is the lower bound of every bench
 Differences from LibContinual: hooks receive a ``TaskInfo`` (index, classes, known/total classes)
 instead of a bare task index; ``observe`` may return ``acc`` as a tensor (no host sync per batch);
 named loss terms go through ``log_losses``.
+
+Measured (finetune), R5 Split CIFAR-10, ResNet-32, seed 1993: last accuracy 16.31, average incremental
+33.79, forgetting 80.9 (benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ after_task: stage 2 (from the second task on): only beta (init 1) and gamma (ini
     ``normalize_features: false``), then drop the teacher.
 Bias layers of all tasks are kept as per-class ``beta``/``gamma`` buffers; the validation set is part of the
 state while a task runs (resume inside a task).
-Measured: (R5 result line to be filled in by benchmarks/r5.py).
+Measured: not yet on R5 (`python benchmarks/r5.py bic` records it in benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ after_task: balanced finetuning (from the second task on): the same number of sa
     as it was before this stage (old blocks keep their KD against the teacher); then the memory update
     (herding, 2000 exemplars: the paper updates the memory last), then drop the teacher.
 Deviation: the paper's brightness is additive (+-63) and ours multiplicative; contrast jitter as the paper.
-Measured: (R5 result line to be filled in by benchmarks/r5.py).
+Measured: not yet on R5 (`python benchmarks/r5.py e2e` records it in benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations

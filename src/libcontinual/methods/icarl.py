@@ -13,7 +13,7 @@ after_task: herding selection of m = K / n_seen exemplars per class (the buffer;
 scores: ``cnn`` = the network's logits; ``nme`` = minus the distance of the L2-normalised feature to each
     class mean.
 Backbone: ResNet-32 without the last ReLU (config ``backbone.kwargs.last_relu: false``).
-Measured: (R5 result line to be filled in by benchmarks/r5.py).
+Measured: not yet on R5 (`python benchmarks/r5.py icarl` records it in benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations

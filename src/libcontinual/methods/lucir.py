@@ -15,7 +15,7 @@ after_task: exemplars by herding on normalised features (the buffer: 20 per clas
     teacher, then iCaRL's class means of the exemplars (and their flips) for the NME classifier.
 scores: ``cnn`` = sigma * cos; ``nme`` = nearest exemplar mean. (The paper's third, NCM over all training
     data, and its optional class-balanced finetuning are not implemented.)
-Measured: (R5 result line to be filled in by benchmarks/r5.py).
+Measured: not yet on R5 (`python benchmarks/r5.py lucir` records it in benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations

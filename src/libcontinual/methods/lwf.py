@@ -8,7 +8,7 @@ observe: CE over the new-class logits (PyCIL, ``ce_classes: new``) or over every
     exemplars, ``ce_classes: seen``) + lambda * KD(T=2) on old-class logits, no T^2 factor (PyCIL/ABD code).
 after_task: drop the teacher (the next task copies the model again) and update the buffer.
 Original LwF is multi-head with a warm-up of the new head; that form is not implemented here.
-Measured: (R5 result line to be filled in by benchmarks/r5.py).
+Measured: not yet on R5 (`python benchmarks/r5.py lwf` records it in benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ optimizer_step: after each step clamp the classifier weights to be non-negative 
 after_task: weight aligning (from the second task on): scale the new classes' weight vectors by
     mean ||w_old|| / mean ||w_new|| (biases untouched, as PyCIL), then the memory update (herding), then drop
     the teacher.
-Measured: (R5 result line to be filled in by benchmarks/r5.py).
+Measured: not yet on R5 (`python benchmarks/r5.py wa` records it in benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations
