@@ -39,7 +39,7 @@ def encode(payload: dict[str, Any]) -> bytes:
 def decode(data: bytes, path: Path) -> dict[str, Any]:
     if not data.startswith(MAGIC):
         raise CheckpointError(f"{path} is not a libcontinual checkpoint (bad header)")
-    header_end = data.index(b"\n", len(MAGIC)) if b"\n" in data[len(MAGIC) :] else -1
+    header_end = data.find(b"\n", len(MAGIC))
     if header_end < 0:
         raise CheckpointError(f"{path} is truncated (no checksum line)")
     expected = data[len(MAGIC) : header_end].decode(errors="replace")

@@ -44,6 +44,12 @@ class RunResult:
 
     @property
     def accuracy_matrix(self) -> dict[str, list[list[float]]]:
+        """Per-classifier accuracy matrices of one run; a multi-seed aggregate keeps them in seed-<s>/."""
+        if "accuracy_matrix" not in self.results:
+            raise ValueError(
+                f"{self.run_dir} is a multi-seed aggregate: read each seed's matrix from "
+                f"{self.run_dir}/seed-<s>/results.json, or use .summary for mean ± std"
+            )
         return self.results["accuracy_matrix"]
 
     @property
