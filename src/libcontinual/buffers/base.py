@@ -46,7 +46,6 @@ Features = Callable[[torch.Tensor], torch.Tensor]
 class ExemplarBuffer:
     """Stored exemplars (``images``, ``labels``, optional ``logits``) and how they are chosen."""
 
-
     def __init__(
         self,
         buffer_size: int | None,

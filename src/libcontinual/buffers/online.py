@@ -28,7 +28,6 @@ from libcontinual.registry import register_buffer
 class OnlineBuffer(ExemplarBuffer):
     """Replay mixed into every batch; see ``LinearBuffer`` for ``buffer_size`` / ``memory_per_class``."""
 
-
     def __init__(
         self,
         buffer_size: int | None = None,

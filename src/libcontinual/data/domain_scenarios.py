@@ -228,8 +228,14 @@ def superclass(
         )
     order = [fine for group in groups for fine in group]
     scenario = class_incremental(
-        data, init_cls_num=init_cls_num, inc_cls_num=inc_cls_num, task_num=task_num, class_order=order,
-        order_seed=order_seed, val_ratio=val_ratio, seed=seed,
+        data,
+        init_cls_num=init_cls_num,
+        inc_cls_num=inc_cls_num,
+        task_num=task_num,
+        class_order=order,
+        order_seed=order_seed,
+        val_ratio=val_ratio,
+        seed=seed,
     )
     scenario.name = "superclass"
     return scenario

@@ -155,8 +155,12 @@ class BiC(Replay):
         accuracy_after = (self.corrected(logits).argmax(dim=1) == labels).float().mean()
         logger.info(
             "bias correction of classes %d-%d: beta %.4f, gamma %.4f; validation accuracy %.2f%% -> %.2f%%",
-            known, total - 1, float(self.beta[known]), float(self.gamma[known]),
-            100 * float(accuracy_before), 100 * float(accuracy_after),
+            known,
+            total - 1,
+            float(self.beta[known]),
+            float(self.gamma[known]),
+            100 * float(accuracy_before),
+            100 * float(accuracy_after),
         )
 
     def get_extra_state(self) -> Any:

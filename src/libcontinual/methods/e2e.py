@@ -103,12 +103,19 @@ class E2E(Replay):
         labels = torch.cat([buffer.labels, train_loader.labels[new]])
         subset, _ = class_balanced_split(labels, per_class, train_loader.generator)
         loader = DeviceLoader(
-            images[subset], labels[subset], train_loader.batch_size, train_loader.transform,
-            shuffle=True, generator=train_loader.generator, device=train_loader.device,
+            images[subset],
+            labels[subset],
+            train_loader.batch_size,
+            train_loader.transform,
+            shuffle=True,
+            generator=train_loader.generator,
+            device=train_loader.device,
         )
         stage_one = frozen_copy(self.backbone)
         optimizer = torch.optim.SGD(
-            self.get_parameters(None), lr=self.balanced_lr, momentum=self.balanced_momentum,
+            self.get_parameters(None),
+            lr=self.balanced_lr,
+            momentum=self.balanced_momentum,
             weight_decay=self.balanced_weight_decay,
         )
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.balanced_milestones, gamma=0.1)
@@ -128,5 +135,7 @@ class E2E(Replay):
             scheduler.step()
         logger.info(
             "balanced finetuning on %d samples (%d per class): last epoch loss %.4f",
-            loader.num_samples, per_class, float(loss_sum) / max(len(loader), 1),
+            loader.num_samples,
+            per_class,
+            float(loss_sum) / max(len(loader), 1),
         )

@@ -31,7 +31,7 @@ from libcontinual.data.augment import Normalize
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
 from libcontinual.methods.base import Batch, Method
-from libcontinual.methods.lwf import check_ce_classes, task_cross_entropy
+from libcontinual.methods.common import check_ce_classes, task_cross_entropy
 from libcontinual.registry import register_method
 
 Tensors = dict[str, torch.Tensor]

@@ -17,37 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
-from libcontinual.errors import ConfigError
 from libcontinual.methods.base import Batch, Method
-from libcontinual.methods.common import frozen_copy, kd_loss
+from libcontinual.methods.common import check_ce_classes, frozen_copy, kd_loss, task_cross_entropy
 from libcontinual.registry import register_method
-
-CE_CLASSES = ("new", "seen")
-
-
-def task_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, known_classes: int, ce_classes: str
-) -> torch.Tensor:
-    """CE over the new-class logits (``new``: labels shifted by ``known_classes``) or all seen (``seen``)."""
-    if ce_classes == "new":
-        return F.cross_entropy(logits[:, known_classes:], labels - known_classes)
-    return F.cross_entropy(logits, labels)
-
-
-def check_ce_classes(ce_classes: str, buffer: Any) -> None:
-    """``new`` cannot score exemplars of old classes: a buffer needs ``seen``."""
-    if ce_classes not in CE_CLASSES:
-        raise ValueError(f"ce_classes must be one of {CE_CLASSES}, got {ce_classes!r}")
-    if buffer is not None and ce_classes == "new":
-        raise ConfigError(
-            "method.kwargs.ce_classes is 'new' (CE over the new-class logits only) but a buffer is set: its "
-            "exemplars belong to old classes. Set method.kwargs.ce_classes: seen."
-        )
 
 
 @register_method("lwf")
