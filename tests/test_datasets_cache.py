@@ -85,3 +85,29 @@ def test_image_folder_survives_a_failed_cache_write(tmp_path, monkeypatch, caplo
     assert data.train_images.shape == (9, 8, 8, 3) and "Could not write cache" in caplog.text
     leftovers = [path.name for path in (tmp_path / CACHE_FOLDER).iterdir()]
     assert not [name for name in leftovers if name.endswith((".npz", ".part"))]
+
+
+def test_a_changed_folder_replaces_its_stale_entry_and_keeps_other_sources(tmp_path):
+    shared = tmp_path / "cache"
+    first, second = tmp_path / "first", tmp_path / "second"
+    files = write_image_folder(first)
+    write_image_folder(second, seed=1)
+
+    def indexes() -> set[str]:
+        return {path.name for path in shared.glob("*.npz")}
+
+    image_folder(str(first), cache_dir=str(shared))
+    image_folder(str(first), image_size=4, cache_dir=str(shared))
+    image_folder(str(second), cache_dir=str(shared))
+    before = indexes()
+    assert len(before) == 3
+    files["train"][0].write_bytes(files["train"][1].read_bytes())  # the dataset changes: new size/mtime
+    changed = image_folder(str(first), cache_dir=str(shared))
+    after = indexes()
+    assert len(after) == 3 and len(after - before) == 1  # one entry replaced, two kept
+    stale = (before - after).pop()
+    assert not list(shared.glob(stale.removesuffix(".npz") + "*"))  # its .npy files went with it
+    np.testing.assert_array_equal(changed.train_images[0], changed.train_images[1])
+    np.testing.assert_array_equal(
+        image_folder(str(first), cache_dir=str(shared)).train_images, changed.train_images
+    )

@@ -106,7 +106,7 @@ def test_a_changed_file_invalidates_the_cache(tmp_path):
     data = image_folder(str(tmp_path))
     assert data.test_images[0].tolist() == [[[1, 2, 3]] * 8] * 8
     image_folder(str(tmp_path), image_size=4)
-    assert len(_cache_files(tmp_path / CACHE_FOLDER)) == 9  # three entries of three files
+    assert len(_cache_files(tmp_path / CACHE_FOLDER)) == 6  # the stale entry is gone: current + resized
 
 
 @pytest.mark.parametrize("damage", ["index", "array"])

@@ -149,6 +149,25 @@ def discard_entry(stem: Path, large: Iterable[str], reason: str) -> None:
             path.unlink()
 
 
+def prune_entries(folder: Path, prefix: str, keep: Path, large: Iterable[str]) -> list[Path]:
+    """Delete every committed entry in ``folder`` whose name starts with ``prefix``, except ``keep``.
+
+    Used for entries made stale by a newer one of the same source (its files changed). Returns the
+    index files removed; a file that cannot be removed is left for the next prune.
+    """
+    large = list(large)
+    removed = []
+    for index in sorted(folder.glob(f"{prefix}*.npz")):
+        stem = index.with_suffix("")
+        if stem == keep:
+            continue
+        for path in entry_files(stem, large):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        removed.append(index)
+    return removed
+
+
 def load_entry(stem: Path, large: Iterable[str], small: Iterable[str]) -> dict[str, np.ndarray] | None:
     """The arrays of the cache entry ``stem``, or None when it is absent or damaged (then discarded).
 

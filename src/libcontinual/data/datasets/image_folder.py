@@ -3,7 +3,10 @@
 Class indices follow the sorted class-folder names. The first load decodes every image with Pillow
 on a thread pool; the arrays are cached (.npy files, memory-mapped when loaded) under a key made of
 the file list (relative paths, sizes, modification times) and the decoding options, so later loads
-take a fraction of a second and any change to the files triggers a fresh decode.
+take a fraction of a second and any change to the files triggers a fresh decode. An entry is named
+``image_folder-<source>-<content>``: <source> hashes the folder's absolute path and the decoding options,
+<content> the file list; writing a new entry deletes the older ones with the same <source>, which the
+changed files made stale, so the cache does not grow with every edit of the dataset.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from libcontinual.data.datasets.cache import (
     discard_entry,
     fingerprint,
     load_entry,
+    prune_entries,
     save_entry,
     writable_cache_dir,
 )
@@ -237,13 +241,14 @@ def image_folder(
     root = require_data_root(data_root, "image_folder")
     classes = _list_classes(root)
     splits = {split: _list_split(root, split, classes) for split in SPLITS}
-    key = fingerprint(
-        [CACHE_VERSION, f"image_size={image_size}", f"mode={mode}", f"skip_bad_images={skip_bad_images}"]
-        + [stamp for listing in splits.values() for stamp in listing.stamps]
-    )
+    options = [f"image_size={image_size}", f"mode={mode}", f"skip_bad_images={skip_bad_images}"]
+    source = fingerprint([str(root.resolve()), *options])
+    stamps = [stamp for listing in splits.values() for stamp in listing.stamps]
+    content = fingerprint([CACHE_VERSION, *stamps])
     preferred = Path(cache_dir).expanduser() if cache_dir is not None else root / CACHE_FOLDER
     folder = writable_cache_dir(preferred, explicit=cache_dir is not None)
-    stem = folder / f"image_folder-{key}" if folder is not None else None
+    prefix = f"image_folder-{source}-"
+    stem = folder / f"{prefix}{content}" if folder is not None else None
     arrays = _cached(stem, classes, splits, skip_bad_images) if stem is not None else None
     if arrays is not None:
         logger.info("Loaded %s from the cache in %s.", root, folder)
@@ -253,6 +258,8 @@ def image_folder(
         small["class_names"] = np.array(classes, dtype=str)
         if stem is not None and save_entry(stem, {key: arrays[key] for key in LARGE_ARRAYS}, small):
             logger.info("Cached the decoded images in %s.", folder)
+            for index in prune_entries(folder, prefix, stem, LARGE_ARRAYS):
+                logger.info("Removed the stale cache entry %s (its images changed).", index.name)
     data = ClassificationData(
         name="image_folder",
         train_images=arrays["train_images"],
