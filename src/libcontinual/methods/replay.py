@@ -8,7 +8,8 @@ observe: ``self.replay(batch)`` (an online buffer appends a replay batch), then 
 after_task: ``buffer.update(self, train_loader)`` (exemplars chosen among the task's own samples), drop the
     teacher (the next task copies the model again).
 Resume inside a task: the teacher is part of the state dict (``Method.load_state_dict`` recreates it).
-Measured: not yet on R5 (`python benchmarks/r5.py replay` records it in benchmarks/BENCHMARKS.md).
+Measured (R5, seed 1993): last accuracy 32.81, average incremental 39.95 (finetune 16.31 / 33.79);
+`python benchmarks/r5.py replay`, table in benchmarks/BENCHMARKS.md.
 """
 
 from __future__ import annotations
