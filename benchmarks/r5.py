@@ -3,10 +3,13 @@
 Extracts ``../shared/data/cifar10-jpg.tar.gz`` into ``benchmarks/.data/`` once, runs
 ``configs/reproduce/r5/<method>.yaml`` and records the outcome in
 ``benchmarks/results/r5/<method>-seed<seed>.json``; ``--table`` rewrites the R5 table in
-``benchmarks/BENCHMARKS.md`` from every recorded result.
+``benchmarks/BENCHMARKS.md`` from every recorded result. Runs go to
+``benchmarks/runs/r5-<method>-seed<seed>-*`` with a checkpoint after every epoch; a run that was killed
+(Ctrl-C, a session ending) continues from its last checkpoint when the same command is given again. Its
+wall time is then the time up to that checkpoint plus the time after resuming (downtime not counted).
 
 Usage (from the repository root):
-    python benchmarks/r5.py METHOD [--seed 1993]
+    python benchmarks/r5.py METHOD [METHOD ...] [--seed 1993]     (methods run one after another)
     python benchmarks/r5.py --table
 """
 
@@ -47,7 +50,15 @@ def run(method: str, seed: int) -> Path:
     data_root = ensure_data()
     config = REPO / "configs" / "reproduce" / "r5" / f"{method}.yaml"
     os.chdir(REPO)
-    result = libcontinual.run(config, data_root=str(data_root), seed=seed, order_seed=seed)
+    result = libcontinual.run(
+        config,
+        data_root=str(data_root),
+        seed=seed,
+        order_seed=seed,
+        name=f"r5-{method}-seed{seed}",
+        resume=True,
+        checkpoint_every=1,
+    )
     results = result.results
     record = {
         "protocol": "R5",
@@ -99,13 +110,14 @@ def write_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("method", nargs="?")
+    parser.add_argument("methods", nargs="*", metavar="method")
     parser.add_argument("--seed", type=int, default=1993)
     parser.add_argument("--table", action="store_true", help="rewrite the R5 table in BENCHMARKS.md")
     args = parser.parse_args()
-    if args.method:
-        print(f"recorded {run(args.method, args.seed)}")
-    if args.table or args.method:
+    for method in args.methods:
+        print(f"recorded {run(method, args.seed)}", flush=True)
+        write_table()
+    if args.table:
         write_table()
 
 
