@@ -53,8 +53,14 @@ def test_scenarios_are_registered_and_configs_validate():
     assert {"permuted", "rotated", "superclass"} <= set(SCENARIOS.names())
     config, _ = load_config(
         {
-            "dataset": "mnist", "init_cls_num": 10, "inc_cls_num": 10, "task_num": 3, "epoch": 1,
-            "backbone": "mlp", "method": "gem", "optimizer": "SGD",
+            "dataset": "mnist",
+            "init_cls_num": 10,
+            "inc_cls_num": 10,
+            "task_num": 3,
+            "epoch": 1,
+            "backbone": "mlp",
+            "method": "gem",
+            "optimizer": "SGD",
             "scenario": {"name": "rotated", "kwargs": {"samples_per_task": 10, "angles": [0, 45, 90]}},
         }
     )
