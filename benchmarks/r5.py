@@ -114,8 +114,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1993)
     parser.add_argument("--table", action="store_true", help="rewrite the R5 table in BENCHMARKS.md")
     args = parser.parse_args()
+    from libcontinual.engine.trainer import RunInterrupted
+
     for method in args.methods:
-        print(f"recorded {run(method, args.seed)}", flush=True)
+        try:
+            print(f"recorded {run(method, args.seed)}", flush=True)
+        except RunInterrupted as stop:
+            sys.exit(f"R5 {method} stopped by {stop} after a checkpoint; the same command continues it.")
         write_table()
     if args.table:
         write_table()

@@ -136,6 +136,37 @@ def test_run_with_resume_true_continues_the_unfinished_run(tiny_config):
     assert result.accuracy_matrix == reference.accuracy_matrix
 
 
+def test_a_run_in_use_by_another_process_cannot_be_resumed_until_released(tiny_config):
+    config = resume_config(tiny_config, "finetune")
+    with pytest.raises(SimulatedCrash):
+        libcontinual.run(config, callbacks=[CrashAt(task=1, epoch=0, batch=0)])
+    crashed = max(Path(config["save_path"]).glob("*"), key=lambda p: p.stat().st_mtime)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(crashed)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        checkpoints = sorted((crashed / "checkpoints").iterdir())
+        with pytest.raises(TrainingError, match=f"in use by another process \\(pid {holder.pid}\\)"):
+            resume(crashed)
+        assert sorted((crashed / "checkpoints").iterdir()) == checkpoints  # nothing touched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert resume(crashed).run_dir == crashed  # the lock dies with its process
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from libcontinual.engine.run_dir import RunDirectory
+run_dir = RunDirectory(Path(sys.argv[1]))
+run_dir.lock()  # held while run_dir lives
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
 def test_non_finite_loss_stops_with_task_epoch_and_batch(tiny_config):
     tiny_config.update(optimizer={"name": "SGD", "kwargs": {"lr": 1.0e30}}, checkpoint_every=1)
     with pytest.raises(TrainingError, match=r"Non-finite loss at task 0, epoch 0, batch \d+"):

@@ -248,6 +248,7 @@ def _run(
         save_config(config, run_dir.config_path)
     else:
         run_dir = RunDirectory(resume_dir)
+    run_dir.lock()
     store = CheckpointStore(run_dir.path / "checkpoints", keep=config.keep_checkpoints)
     run_dir.attach_log()
     try:
@@ -297,6 +298,7 @@ def _run(
         raise
     finally:
         run_dir.detach_log()
+        run_dir.unlock()
     return RunResult(run_dir=run_dir.path, results=results)
 
 

@@ -14,7 +14,12 @@ from typing import Any
 import torch
 
 from libcontinual.engine.files import atomic_write_json
-from libcontinual.errors import ConfigError
+from libcontinual.errors import ConfigError, TrainingError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not guarded against a second process
+    fcntl = None  # type: ignore[assignment]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -25,6 +30,7 @@ class RunDirectory:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._log_handler: logging.Handler | None = None
+        self._lock_file: Any = None
 
     @classmethod
     def create(cls, save_path: str | Path, name: str) -> RunDirectory:
@@ -54,6 +60,38 @@ class RunDirectory:
     @property
     def results_path(self) -> Path:
         return self.path / "results.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def lock(self) -> None:
+        """Claim the run for this process until ``unlock`` (or exit): a second process that tries to run
+        or resume it at the same time fails instead of interleaving checkpoints and metrics."""
+        if fcntl is None:
+            return
+        handle = self.lock_path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise TrainingError(
+                f"Run directory {self.path} is in use by another process (pid {owner}); wait for it to "
+                "finish or stop it before running or resuming this run."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def unlock(self) -> None:
+        """Release the claim (the .lock file stays: removing it would let two processes lock two files)."""
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
 
     def attach_log(self) -> None:
         """Copy the library's log records into log.txt."""
