@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 
 import libcontinual
+from libcontinual.backbones import build_backbone
 from libcontinual.config import load_config
 from libcontinual.engine.experiment import register_everything
+from libcontinual.methods.base import frozen_copy
 from libcontinual.registry import METHODS
 
 register_everything()
@@ -45,3 +47,18 @@ def test_method_module_documents_its_paper_and_hooks(name):
     assert module.__doc__ and len(module.__doc__.strip().splitlines()) >= 3, (
         f"{module.__name__} needs a header"
     )
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_train_mode_leaves_every_frozen_copy_in_eval_mode(name):
+    backbone = build_backbone("resnet8")
+    method = METHODS.get(name)(backbone, backbone.num_features, 4)
+    for attribute in method.frozen_copies:
+        setattr(method, attribute, frozen_copy(backbone))
+    method.train()
+    assert method.backbone.training
+    for attribute in method.frozen_copies:
+        copy = getattr(method, attribute)
+        assert not any(module.training for module in copy.modules()), attribute
+    method.eval()
+    assert not method.backbone.training

@@ -31,13 +31,6 @@ class DistillFeatures(Method):
         self.lamda = lamda
         self.teacher: nn.Module | None = None  # the name "teacher" lets a resumed run recreate it
 
-    def train(self, mode: bool = True) -> DistillFeatures:
-        """The trainer calls train() every epoch; the teacher stays in eval mode (BatchNorm statistics)."""
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
-
     def before_task(
         self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
     ) -> None:

@@ -38,7 +38,8 @@ class Method(nn.Module):
     ``task_aware_inference`` tells evaluation that task-incremental scores need ``task_id``
     (per-task masks or heads) instead of masking the class-incremental scores.
     ``frozen_copies`` names attributes that hold a frozen copy of the backbone (a teacher) or None:
-    on resume they are recreated before the checkpoint's weights are loaded into them.
+    ``train()`` keeps them in eval mode, and on resume they are recreated before the checkpoint's
+    weights are loaded into them.
     """
 
     classifiers: tuple[str, ...] = ("cnn",)
@@ -77,6 +78,15 @@ class Method(nn.Module):
 
     def set_extra_state(self, state: Any) -> None:
         self.seen_tasks = [TaskInfo(**info) for info in state["seen_tasks"]]
+
+    def train(self, mode: bool = True) -> Method:
+        """The trainer calls ``train()`` every epoch; frozen copies stay in eval mode, so a teacher's
+        BatchNorm keeps its running statistics instead of using and updating batch statistics."""
+        super().train(mode)
+        for name in self.frozen_copies:
+            if getattr(self, name, None) is not None:
+                getattr(self, name).eval()
+        return self
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Recreate frozen copies (teachers) that the checkpoint holds, then load as usual.
@@ -167,7 +177,8 @@ class Method(nn.Module):
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy in eval mode with every parameter frozen (``requires_grad`` False).
 
-    The owner must keep it in eval mode when the trainer calls ``method.train()`` (override ``train``).
+    Store it under a name listed in ``Method.frozen_copies`` (``teacher`` by default): ``Method.train``
+    then keeps it in eval mode and a resumed run recreates it.
     """
     teacher = copy.deepcopy(module).eval()
     teacher.requires_grad_(False)

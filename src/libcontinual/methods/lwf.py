@@ -46,13 +46,6 @@ class LwF(Method):
         self.teacher: nn.Module | None = None
         self.buffer: Any = None
 
-    def train(self, mode: bool = True) -> LwF:
-        """The teacher stays in eval mode (BatchNorm running statistics, no batch statistics)."""
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
-
     def before_task(
         self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
     ) -> None:

@@ -39,13 +39,6 @@ class Replay(Method):
         self.buffer: ExemplarBuffer | None = None
         self.teacher: nn.Module | None = None
 
-    def train(self, mode: bool = True) -> Replay:
-        """The teacher stays in eval mode (BatchNorm running statistics)."""
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
-        return self
-
     def before_task(
         self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
     ) -> None:
