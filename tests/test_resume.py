@@ -187,6 +187,17 @@ def _subprocess_run(config_path: Path, *args: str) -> subprocess.Popen:
     )
 
 
+def _reference_run(config_path: Path, save_path: Path, timeout: float) -> None:
+    """The uninterrupted run to compare with, in its own process, saved under ``save_path``."""
+    reference = subprocess.run(
+        [sys.executable, "-m", "libcontinual.cli", "run", str(config_path), f"save_path={save_path}"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert reference.returncode == 0, reference.stderr
+
+
 def _wait_for_checkpoint(save_path: Path, proc: subprocess.Popen, timeout: float = 120) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -212,20 +223,7 @@ def test_sigkill_in_the_middle_of_a_task_then_resume_matches_an_uninterrupted_ru
     config_path = _slow_config(tiny_config, tmp_path)
     tiny_config["epoch"] = 3
     config_path.write_text(yaml.safe_dump(tiny_config))
-    reference = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "libcontinual.cli",
-            "run",
-            str(config_path),
-            "save_path=" + str(tmp_path / "ref"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert reference.returncode == 0, reference.stderr
+    _reference_run(config_path, tmp_path / "ref", timeout=300)
     proc = _subprocess_run(config_path, "run")
     run_dir = _wait_for_checkpoint(Path(tiny_config["save_path"]), proc)
     proc.send_signal(signal.SIGKILL)
@@ -279,20 +277,7 @@ def test_sigkill_then_resume_matches_for_every_method(tiny_config, tmp_path, nam
     tiny_config.update(method_settings(name), epoch=6, checkpoint_every=1, num_threads=1)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(tiny_config))
-    reference = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "libcontinual.cli",
-            "run",
-            str(config_path),
-            "save_path=" + str(tmp_path / "ref"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert reference.returncode == 0, reference.stderr
+    _reference_run(config_path, tmp_path / "ref", timeout=600)
     proc = _subprocess_run(config_path, "run")
     run_dir = _wait_for_checkpoint(Path(tiny_config["save_path"]), proc)
     time.sleep(0.3)  # let it get past the first checkpoint, into the task
