@@ -1,9 +1,12 @@
 """Whole runs on tiny generated data: the run directory, determinism, finetune vs joint, CLI and API."""
 
 import json
+import resource
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -164,3 +167,12 @@ def test_full_accuracy_matrix_records_random_init_and_forward_transfer(tiny_conf
     assert summary["fwt"] == pytest.approx(expected_fwt)
     # class-incremental: a task whose classes the head does not have yet cannot be predicted
     assert matrix[0][1] == 0.0 and matrix[0][2] == 0.0
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux procfs to reset the peak")
+def test_peak_memory_is_the_runs_own_not_an_earlier_peak_of_the_process(tiny_config):
+    earlier = np.ones(2**30 // 8)  # 1 GiB touched before the run: the process's lifetime peak includes it
+    del earlier
+    lifetime_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = libcontinual.run(tiny_config).results
+    assert results["peak_rss_mb"] < lifetime_peak_mb - 512

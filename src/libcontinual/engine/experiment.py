@@ -27,7 +27,7 @@ from libcontinual.data.types import ClassificationData
 from libcontinual.engine import builders
 from libcontinual.engine.checkpoint import CheckpointStore
 from libcontinual.engine.loggers import logger_callbacks
-from libcontinual.engine.run_dir import RunDirectory, provenance
+from libcontinual.engine.run_dir import RunDirectory, provenance, reset_peak_memory
 from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
 from libcontinual.errors import ConfigError
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
@@ -228,6 +228,7 @@ def _run(
 ) -> RunResult:
     if resume_dir is None and config.resume:
         resume_dir = find_unfinished_run(config)
+    reset_peak_memory()  # the recorded peak is this run's, not an earlier run's in the same process
     if resume_dir is None:
         check_save_path(config.save_path)
     data = load_dataset(config)

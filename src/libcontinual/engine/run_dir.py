@@ -7,6 +7,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -157,10 +158,48 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak-memory window, so that a run's peak excludes earlier runs of the same process.
+
+    Linux resets the resident-set high-water mark (``VmHWM``) when "5" is written to
+    ``/proc/self/clear_refs``; CUDA's allocator peak is reset too. Returns False where the RSS peak cannot
+    be reset (no procfs): :func:`peak_memory_mb` then reports the process's lifetime peak.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _high_water_mark_kb() is not None
+
+
+def _high_water_mark_kb() -> int | None:
+    try:
+        lines = PROC_STATUS.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
 def peak_memory_mb() -> dict[str, float | None]:
-    """Peak resident memory of this process and, on CUDA, peak allocated GPU memory (MiB)."""
+    """Peak resident memory and, on CUDA, peak allocated GPU memory (MiB) since :func:`reset_peak_memory`.
+
+    Without procfs the RSS peak is the process's lifetime peak (``ru_maxrss``).
+    """
     import resource
 
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kb = _high_water_mark_kb()
+    if rss_kb is None:
+        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if sys.platform == "darwin":  # bytes there, kilobytes elsewhere
+            rss_kb //= 1024
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"peak_rss_mb": rss_kb / 1024, "peak_gpu_mb": gpu}

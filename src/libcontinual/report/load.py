@@ -211,7 +211,7 @@ class Run:
         return self.per_seed(SeedRun.images_per_second)
 
     def peak_memory_mb(self, key: str) -> float | None:
-        """The largest ``peak_rss_mb`` / ``peak_gpu_mb`` over seeds (seeds of one process share the peak)."""
+        """The largest ``peak_rss_mb`` / ``peak_gpu_mb`` over seeds."""
         values = [s.results.get(key) for s in self.seeds]
         present = [v for v in values if v is not None]
         return max(present) if present else None
