@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -162,20 +163,17 @@ PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def reset_peak_memory() -> bool:
+def reset_peak_memory() -> None:
     """Start a new peak-memory window, so that a run's peak excludes earlier runs of the same process.
 
     Linux resets the resident-set high-water mark (``VmHWM``) when "5" is written to
-    ``/proc/self/clear_refs``; CUDA's allocator peak is reset too. Returns False where the RSS peak cannot
-    be reset (no procfs): :func:`peak_memory_mb` then reports the process's lifetime peak.
+    ``/proc/self/clear_refs``; CUDA's allocator peak is reset too. Without procfs nothing can be reset and
+    :func:`peak_memory_mb` reports the process's lifetime peak.
     """
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    try:
+    with contextlib.suppress(OSError):
         PROC_CLEAR_REFS.write_text("5")
-    except OSError:
-        return False
-    return _high_water_mark_kb() is not None
 
 
 def _high_water_mark_kb() -> int | None:
