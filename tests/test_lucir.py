@@ -15,22 +15,10 @@ from libcontinual.buffers import LinearBuffer
 from libcontinual.data.augment import BatchAugment, Normalize
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
-from libcontinual.engine.trainer import Callback
 from libcontinual.methods.lucir import LUCIR, margin_ranking
+from probes import KeepMethods
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-
-class KeepMethods(Callback):
-    """Keeps a copy of the trained method and of the buffer after every task."""
-
-    def __init__(self) -> None:
-        self.methods: list[LUCIR] = []
-        self.buffers: list[LinearBuffer] = []
-
-    def on_task_end(self, trainer, record) -> None:
-        self.methods.append(copy.deepcopy(trainer.method))
-        self.buffers.append(copy.deepcopy(trainer.buffer))
 
 
 def task(index: int, per_task: int = 2, num_tasks: int = 3) -> TaskInfo:

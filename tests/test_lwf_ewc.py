@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,10 @@ from libcontinual.errors import ConfigError
 from libcontinual.methods.common import kd_loss
 from libcontinual.methods.ewc import EWC
 from libcontinual.methods.lwf import LwF
+from probes import KeepMethods
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-class KeepMethods(Callback):
-    """Keeps a copy of the trained method after every task."""
-
-    def __init__(self) -> None:
-        self.methods: list[torch.nn.Module] = []
-
-    def on_task_end(self, trainer, record) -> None:
-        self.methods.append(copy.deepcopy(trainer.method))
 
 
 def task(index: int, per_task: int = 2, num_tasks: int = 3) -> TaskInfo:
@@ -53,11 +43,13 @@ def resnet() -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------------------------- LwF
-def test_lwf_with_zero_weight_trains_exactly_like_finetune(tiny_config):
+@pytest.mark.parametrize("ce_classes", ["new", "seen"])
+def test_lwf_with_zero_weight_trains_exactly_like_finetune(tiny_config, ce_classes):
     tiny_config["epoch"] = 1
     finetune, lwf = KeepMethods(), KeepMethods()
+    tiny_config["method"] = {"name": "finetune", "kwargs": {"ce_classes": ce_classes}}
     libcontinual.run(tiny_config, callbacks=[finetune])
-    tiny_config["method"] = {"name": "lwf", "kwargs": {"lamda": 0.0, "ce_classes": "seen"}}
+    tiny_config["method"] = {"name": "lwf", "kwargs": {"lamda": 0.0, "ce_classes": ce_classes}}
     libcontinual.run(tiny_config, callbacks=[lwf])
     assert len(lwf.methods) == 3
     for finetuned, distilled in zip(finetune.methods, lwf.methods, strict=True):
@@ -113,11 +105,11 @@ class OldTaskPredictions(Callback):
         return float(F.kl_div(last, first, log_target=True, reduction="batchmean"))
 
 
-def test_lwf_remembers_the_old_task_better_than_finetune(tiny_config):
+def test_lwf_keeps_old_predictions_closer_than_without_distillation(tiny_config):
     tiny_config["task_num"] = 2
     accuracy, drift = {}, {}
     for name, method in [
-        ("finetune", {"name": "finetune"}),
+        ("finetune", {"name": "finetune", "kwargs": {"ce_classes": "seen"}}),
         ("no_kd", {"name": "lwf", "kwargs": {"lamda": 0.0}}),
         ("lwf", {"name": "lwf"}),
     ]:
@@ -126,7 +118,9 @@ def test_lwf_remembers_the_old_task_better_than_finetune(tiny_config):
         accuracy[name] = libcontinual.run(tiny_config, callbacks=[probe]).accuracy_matrix["cnn"]
         drift[name] = probe.drift()
     assert accuracy["finetune"][0] == accuracy["lwf"][0]  # the first task is plain cross-entropy for both
-    assert accuracy["lwf"][1][0] >= accuracy["finetune"][1][0] + 25.0
+    # CE over every seen class forgets the old task outright; CE over the new logits (finetune's and LwF's
+    # default) already spares the old logits, so this tiny stream cannot show KD in accuracy: the drift can.
+    assert accuracy["finetune"][1][0] <= 25.0 <= accuracy["lwf"][1][0]
     # The distillation term itself keeps the old classes' predictions closer to the teacher's.
     assert drift["lwf"] < 0.75 * drift["no_kd"]
 
@@ -234,23 +228,37 @@ def test_fisher_sample_count_and_sampled_labels():
     assert max(float(f.max()) for f in clamped.fishers[0].values()) <= 1e-6
 
 
-@pytest.mark.parametrize("online", [False, True])
-def test_ewc_keeps_one_fisher_per_task_or_a_running_one(online):
+@pytest.mark.parametrize("fisher_update", ["merge", "per_task", "online"])
+def test_ewc_fisher_update_merges_sums_or_runs(fisher_update):
+    """merge: F = a F_old + (1 - a) F_new (a = n_old / n_seen, PyCIL); per_task: one pair per task; online:
+    F = F_new + gamma F_old; a single anchor (the latest parameters) unless per_task."""
     gamma = 0.5
-    method, loader = trained_ewc(online=online, gamma=gamma)
+    method, loader = trained_ewc(fisher_update=fisher_update, gamma=gamma)
     first_fisher = {name: f.clone() for name, f in method.fishers[0].items()}
     shift_parameters(method, 0.05)
     new_fisher = method.fisher(loader)
-    method.after_task(task(1), None, loader, [])
+    second = task(1)
+    method.after_task(second, None, loader, [])
     current = dict(method.backbone.named_parameters())
-    assert len(method.fishers) == len(method.anchors) == (1 if online else 2)
+    assert len(method.fishers) == len(method.anchors) == (2 if fisher_update == "per_task" else 1)
     assert all(torch.equal(anchor, current[name]) for name, anchor in method.anchors[-1].items())
+    alpha = second.known_classes / second.total_classes
+    assert alpha == 0.5
     for name, f in method.fishers[-1].items():
         expected = new_fisher[name]
-        if online and name in first_fisher:
+        if name in first_fisher and fisher_update == "online":
             expected = expected + gamma * first_fisher[name]
+        elif name in first_fisher and fisher_update == "merge":
+            expected = alpha * first_fisher[name] + (1 - alpha) * expected
         torch.testing.assert_close(f, expected, rtol=1e-4, atol=1e-9)
     assert "head.weights.1" in method.fishers[-1]
+    if fisher_update == "merge":  # the merged penalty stays the size of one task's, not the sum of two
+        torch.testing.assert_close(method.fishers[-1]["head.weights.1"], new_fisher["head.weights.1"])
+
+
+def test_ewc_rejects_an_unknown_fisher_update():
+    with pytest.raises(ValueError, match="fisher_update"):
+        EWC(resnet(), 64, 6, fisher_update="sum")
 
 
 @pytest.mark.parametrize("name", ["lwf", "ewc"])

@@ -21,6 +21,7 @@ import yaml
 
 from libcontinual.errors import ConfigError
 from libcontinual.registry import nearest
+from libcontinual.shipped import shipped_config
 
 OVERRIDE_SOURCE = "command-line override"
 LOGGERS = ("tensorboard", "csv")
@@ -214,7 +215,10 @@ class _Origins:
 def _read_yaml(path: Path, included_from: str | None) -> dict[str, Any]:
     if not path.is_file():
         where = f" (listed under 'includes' in {included_from})" if included_from else ""
-        raise ConfigError(f"Config file {path} does not exist{where}. Check the path.")
+        raise ConfigError(
+            f"Config file {path} does not exist{where}, and no config shipped with libcontinual has that "
+            "name. Check the path; `libcontinual list configs` shows the shipped ones (e.g. demo, icarl)."
+        )
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -264,6 +268,16 @@ def _includes(data: dict[str, Any], source: str) -> list[str]:
     return includes
 
 
+def locate(name: str, folder: Path | None = None) -> Path:
+    """A config path (relative to ``folder``, else the working directory), or else the shipped config of
+    that name (``demo``, ``headers/r5_cifar10.yaml``, ``configs/icarl.yaml``): it works after a plain
+    ``pip install`` as from a clone. A path that is neither comes back unchanged for the error message."""
+    path = Path(name) if folder is None else folder / name
+    if path.is_file():
+        return path
+    return shipped_config(name) or path
+
+
 def _load_with_includes(
     path: Path, origins: _Origins, stack: tuple[Path, ...], included_from: str | None = None
 ) -> dict[str, Any]:
@@ -275,7 +289,7 @@ def _load_with_includes(
     includes = _includes(data, str(path))
     merged: dict[str, Any] = {}
     for include in includes:
-        child = _load_with_includes(path.parent / include, origins, (*stack, path), str(path))
+        child = _load_with_includes(locate(include, path.parent), origins, (*stack, path), str(path))
         merged = deep_merge(merged, child)
     origins.record(data, str(path))
     return deep_merge(merged, data)
@@ -333,11 +347,11 @@ def load_config(
         data = _rename_synonyms(source, "the config dict")
         merged: dict[str, Any] = {}
         for include in _includes(data, "the config dict"):
-            merged = deep_merge(merged, _load_with_includes(Path(include), origins, (), "the config dict"))
+            merged = deep_merge(merged, _load_with_includes(locate(include), origins, (), "the config dict"))
         origins.record(data, "the config dict")
         data = deep_merge(merged, data)
     else:
-        config_path = Path(source).resolve()
+        config_path = locate(str(source)).resolve()
         data = _load_with_includes(config_path, origins, ())
     for text in overrides or []:
         parts, value = parse_override(text)

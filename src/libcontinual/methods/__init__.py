@@ -1,16 +1,20 @@
 """Continual-learning methods, one file each; importing this package registers them all."""
 
 from libcontinual.methods import (  # noqa: F401
+    abd,
     agem,
     base,
     bic,
+    deepinversion,
     e2e,
     ewc,
+    finetune,
     gem,
     icarl,
     joint,
     lucir,
     lwf,
+    lwf_mc,
     replay,
     wa,
 )

@@ -9,8 +9,6 @@ Differences from LibContinual: hooks receive a ``TaskInfo`` (index, classes, kno
 instead of a bare task index; ``observe`` may return ``acc`` as a tensor (no host sync per batch);
 named loss terms go through ``log_losses``.
 
-Measured (finetune), R5 Split CIFAR-10, ResNet-32, seed 1993: last accuracy 16.31, average incremental
-33.79, forgetting 80.9 (benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
-from libcontinual.registry import register_method
 
 Batch = dict[str, torch.Tensor]
 
@@ -33,7 +30,7 @@ Batch = dict[str, torch.Tensor]
 class Method(nn.Module):
     """Finetune: the base of every method.
 
-    ``classifiers`` names the evaluations a method reports (``cnn``; iCaRL adds ``nme``).
+    ``classifiers`` names the evaluations a method reports (``cnn``; exemplar methods add ``nme``).
     ``requires_buffer`` makes a run without a buffer fail before training starts.
     ``task_aware_inference`` tells evaluation that task-incremental scores need ``task_id``
     (per-task masks or heads) instead of masking the class-incremental scores.
@@ -194,4 +191,3 @@ def predict(scores: torch.Tensor, classes: Sequence[int] | None = None) -> torch
 
 
 Finetune = Method
-register_method("finetune")(Method)
