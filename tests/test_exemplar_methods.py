@@ -21,6 +21,7 @@ from libcontinual.methods.bic import BiC
 from libcontinual.methods.icarl import ICaRL
 from libcontinual.methods.replay import Replay
 from libcontinual.methods.wa import WA, align_weights
+from probes import KeepMethods
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -118,16 +119,38 @@ def test_wa_equalises_the_mean_weight_norms_of_old_and_new_classes():
     assert torch.equal(head.weights[0], old) and factor < 1
 
 
-def test_wa_clips_classifier_weights_to_non_negative_values_after_each_step():
+def test_wa_clips_classifier_weights_only_in_incremental_tasks():
+    """The first task trains exactly like finetune; from the second on, every step clips the head to >= 0."""
     method = WA(mlp(), 8, 6)
-    first = task(0)
+    buffer = LinearBuffer(buffer_size=4, strategy="random")
+    first, second = task(0), task(1)
     loader = loader_for(first)
-    method.before_task(first, LinearBuffer(buffer_size=4, strategy="random"), loader, [])
+    method.before_task(first, buffer, loader, [])
     optimizer = torch.optim.SGD(method.get_parameters(None), lr=1.0)
-    assert method.backbone.head.weight.min() < 0  # initialisation has negative weights
+    _, _, loss = method.observe(next(iter(loader)))
+    method.optimizer_step(loss, optimizer)
+    assert method.backbone.head.weight.min() < 0  # the first task is not clipped
+    method.after_task(first, buffer, loader, [])
+    loader = loader_for(second, seed=1)
+    method.before_task(second, buffer, loader, [])
+    optimizer = torch.optim.SGD(method.get_parameters(None), lr=1.0)
+    assert method.backbone.head.weight.min() < 0
     _, _, loss = method.observe(next(iter(loader)))
     method.optimizer_step(loss, optimizer)
     assert method.backbone.head.weight.min() >= 0
+
+
+def test_wa_first_task_trains_exactly_like_finetune(tiny_config):
+    tiny_config.update(task_num=1, epoch=1)
+    runs = {}
+    for name in ("finetune", "wa"):
+        keep = KeepMethods()
+        tiny_config["method"] = {"name": name}
+        tiny_config["buffer"] = {"name": "linear", "kwargs": {"buffer_size": 4}} if name == "wa" else None
+        libcontinual.run(tiny_config, callbacks=[keep])
+        runs[name] = dict(keep.methods[0].backbone.named_parameters())
+    assert runs["wa"].keys() == runs["finetune"].keys()
+    assert all(torch.equal(runs["wa"][key], runs["finetune"][key]) for key in runs["wa"])
 
 
 @pytest.mark.parametrize("loss", ["kd", "bce"])
@@ -197,6 +220,8 @@ def finetune_matrix(tmp_path_factory):
 
     config = copy.deepcopy(TINY_CONFIG)
     config.update(epoch=4, save_path=str(tmp_path_factory.mktemp("runs")))
+    # Replay's loss (CE over every seen class) without its memory: the baseline it must beat.
+    config["method"] = {"name": "finetune", "kwargs": {"ce_classes": "seen"}}
     return config, libcontinual.run(config).results["accuracy_matrix"]["cnn"]
 
 

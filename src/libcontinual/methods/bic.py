@@ -125,6 +125,7 @@ class BiC(Replay):
         images, labels = (torch.cat(parts) for parts in zip(*candidates, strict=True))
         buffer.update(self, train_loader, (images, labels))
         self.teacher = None
+        self.update_class_means(task, buffer, train_loader)
 
     def correct_bias(
         self,
@@ -176,4 +177,5 @@ class BiC(Replay):
     def scores(
         self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
     ) -> torch.Tensor:
-        return self.corrected(super().scores(images, task_id, classifier))
+        scores = super().scores(images, task_id, classifier)
+        return self.corrected(scores) if classifier == "cnn" else scores  # NME distances are not logits

@@ -8,8 +8,7 @@ previous model's sigmoid outputs (the original lr-2.0 schedule belongs with it).
 before_task: freeze the previous model as teacher, grow the head, merge the exemplars (Replay).
 observe: the loss above on new data + exemplars.
 after_task: herding selection of m = K / n_seen exemplars per class (the buffer; old sets keep their first
-    m), then class means for the nearest-mean-of-exemplars classifier: mean of the L2-normalised features of
-    each class's exemplars and of their horizontal flips, L2-normalised.
+    m), then the class means of the nearest-mean-of-exemplars classifier (Replay's).
 scores: ``cnn`` = the network's logits; ``nme`` = minus the distance of the L2-normalised feature to each
     class mean.
 Backbone: ResNet-32 without the last ReLU (config ``backbone.kwargs.last_relu: false``).
@@ -19,82 +18,20 @@ Measured (R5, seed 1993): NME last accuracy 47.16, average incremental 49.89; CN
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libcontinual.data.loader import DeviceLoader
-from libcontinual.data.scenario import TaskInfo
 from libcontinual.methods.base import Batch
-from libcontinual.methods.common import extract_features, kd_loss
-from libcontinual.methods.replay import Replay, plain_transform
+from libcontinual.methods.common import kd_loss
+from libcontinual.methods.replay import Replay
 from libcontinual.registry import register_method
 
 LOSSES = ("kd", "bce")
 
 
-def exemplar_means(
-    backbone: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int, normalize: Any
-) -> torch.Tensor:
-    """(num_classes, d) iCaRL class means from exemplars and their flips; a class without exemplars is 0."""
-    features = F.normalize(extract_features(backbone, images, normalize), dim=1)
-    flipped = F.normalize(extract_features(backbone, images.flip(3), normalize), dim=1)
-    sums = features.new_zeros(num_classes, features.shape[1]).index_add_(0, labels, features + flipped)
-    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).unsqueeze(1)
-    return F.normalize(sums / (2 * counts), dim=1)
-
-
-def nme_scores(features: torch.Tensor, class_means: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Minus the distance of each L2-normalised feature to each class mean; -inf where there is no mean."""
-    scores = -torch.cdist(F.normalize(features, dim=1), class_means[:num_classes])
-    missing = class_means[:num_classes].norm(dim=1) == 0
-    scores = scores.masked_fill(missing, float("-inf"))
-    return F.pad(scores, (0, num_classes - scores.shape[1]), value=float("-inf"))
-
-
-class NMEReplay(Replay):
-    """Replay plus a nearest-mean-of-exemplars classifier (iCaRL, LUCIR): reports ``cnn`` and ``nme``.
-
-    after_task: class means of the exemplars' normalised features (flip-augmented) after the buffer update.
-    scores(classifier="nme"): minus the distance of normalised features to each class mean.
-    """
-
-    classifiers = ("cnn", "nme")
-
-    def __init__(self, backbone: nn.Module, feat_dim: int, num_class: int) -> None:
-        super().__init__(backbone, feat_dim, num_class)
-        self.class_means = torch.zeros(0, feat_dim)
-
-    def after_task(
-        self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
-    ) -> None:
-        super().after_task(task, buffer, train_loader, test_loaders)
-        self.class_means = exemplar_means(
-            self.backbone, buffer.images, buffer.labels, task.total_classes, plain_transform(train_loader)
-        )
-
-    @torch.no_grad()
-    def scores(
-        self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
-    ) -> torch.Tensor:
-        if classifier != "nme":
-            return super().scores(images, task_id, classifier)
-        features = self.backbone.forward_features(images)
-        return nme_scores(features, self.class_means.to(features.device), self.total_classes)
-
-    def get_extra_state(self) -> Any:
-        return {**super().get_extra_state(), "class_means": self.class_means.cpu()}
-
-    def set_extra_state(self, state: Any) -> None:
-        super().set_extra_state(state)
-        self.class_means = state["class_means"].to(self.device)
-
-
 @register_method("icarl")
-class ICaRL(NMEReplay):
+class ICaRL(Replay):
     distills = True
 
     def __init__(

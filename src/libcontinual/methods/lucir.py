@@ -34,8 +34,7 @@ from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
 from libcontinual.methods.base import Batch
 from libcontinual.methods.common import extract_features
-from libcontinual.methods.icarl import NMEReplay
-from libcontinual.methods.replay import plain_transform
+from libcontinual.methods.replay import Replay, plain_transform
 from libcontinual.registry import register_method
 
 
@@ -54,7 +53,7 @@ def margin_ranking(
 
 
 @register_method("lucir")
-class LUCIR(NMEReplay):
+class LUCIR(Replay):
     distills = True
 
     def __init__(
