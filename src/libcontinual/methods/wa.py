@@ -2,10 +2,11 @@
 Incremental Learning", CVPR 2020).
 
 before_task: freeze the previous (aligned) model as teacher, grow the head, merge the exemplars (Replay).
-observe: (1 - lambda) * CE + lambda * KD(T=2) on the old-class logits, lambda = n_old / n_seen (PyCIL
-    ``models/wa.py``).
-optimizer_step: after each step clamp the classifier weights to be non-negative (the paper's weight
-    clipping, ``clip_weights``).
+observe: (1 - lambda) * CE + lambda * KD(T=2) on the old-class logits, lambda = n_old / n_seen (the paper's
+    Eq.; PyCIL ``models/wa.py`` uses CE + 2 * KD instead).
+optimizer_step: from the second task on, after each step clamp the classifier weights to be non-negative
+    (the paper's weight clipping, Sec. 3.3, part of its incremental phase; ``clip_weights``). The first task
+    is plain cross-entropy training, identical to finetune's. PyCIL does not clip (``clip_weights: false``).
 after_task: weight aligning (from the second task on): scale the new classes' weight vectors by
     mean ||w_old|| / mean ||w_new|| (biases untouched, as PyCIL), then the memory update (herding), then drop
     the teacher.
@@ -84,7 +85,7 @@ class WA(Replay):
 
     def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         super().optimizer_step(loss, optimizer)
-        if self.clip_weights:
+        if self.clip_weights and self.known_classes > 0:
             with torch.no_grad():
                 for weight in self.backbone.head.weights:
                     weight.clamp_(min=0)
