@@ -8,12 +8,15 @@ observe: CE + the penalty on every parameter that existed when a Fisher was comp
 after_task: Fisher = mean over (up to ``fisher_samples``) unaugmented training images of the per-sample
     squared gradient of log p(y|x) over the classes seen so far (torch.func vmap of grad), in eval mode so
     that BatchNorm uses running statistics and the samples stay independent; y is the true label (empirical
-    Fisher) or drawn from the model (``sample_labels``). ``online: false`` keeps one (Fisher, anchor) pair per
-    task; ``online: true`` keeps one: F <- gamma * F + F_new, anchor = the latest parameters. Skipped after
-    the last task (nothing left to protect it from).
-Deviations: PyCIL squares the mean-batch gradient in train mode and clamps F at 1e-4 (``fisher_max``); its
-lamda (1000) is tuned for that Fisher, which is never larger than ours ((mean g)^2 <= mean g^2). GEM's
-baseline also squares batch gradients.
+    Fisher) or drawn from the model (``sample_labels``). ``fisher_update`` says how it joins the earlier ones:
+    ``merge`` (default, PyCIL): one Fisher F <- alpha * F + (1 - alpha) * F_new with alpha = n_old / n_seen
+    (a parameter new in this task takes F_new), anchor = the latest parameters; ``per_task`` (the EWC paper):
+    one (Fisher, anchor) pair per task, penalties summed, so the penalty grows with every task; ``online``
+    (Schwarz et al.): F <- gamma * F + F_new, anchor = the latest parameters. Skipped after the last task
+    (nothing left to protect it from).
+Deviations: PyCIL computes a Fisher after the last task too (unused); it squares the mean-batch gradient
+in train mode and clamps F at 1e-4 (``fisher_max``); its lamda (1000) is tuned for that Fisher, which is
+never larger than ours ((mean g)^2 <= mean g^2). GEM's baseline also squares batch gradients.
 Measured (R5, seed 1993): last accuracy 16.68, average incremental 33.45 (finetune 16.31 / 33.79);
 `python benchmarks/r5.py ewc`, table and notes in benchmarks/BENCHMARKS.md.
 """
@@ -37,6 +40,7 @@ from libcontinual.registry import register_method
 
 Tensors = dict[str, torch.Tensor]
 FISHER_CHUNK = 64  # samples per vmap call: bounds the memory held by per-sample gradients
+FISHER_UPDATES = ("merge", "per_task", "online")
 
 
 def squared_sample_gradients(
@@ -67,7 +71,7 @@ class EWC(Method):
         feat_dim: int,
         num_class: int,
         lamda: float = 1000.0,
-        online: bool = False,
+        fisher_update: str = "merge",
         gamma: float = 1.0,
         fisher_samples: int | None = None,
         sample_labels: bool = False,
@@ -76,16 +80,18 @@ class EWC(Method):
     ) -> None:
         super().__init__(backbone, feat_dim, num_class)
         check_ce_classes(ce_classes, None)
+        if fisher_update not in FISHER_UPDATES:
+            raise ValueError(f"fisher_update must be one of {FISHER_UPDATES}, got {fisher_update!r}")
         if fisher_samples is not None and fisher_samples <= 0:
             raise ValueError(f"fisher_samples must be positive or null (all samples), got {fisher_samples}")
         self.lamda = lamda
-        self.online = online
+        self.fisher_update = fisher_update
         self.gamma = gamma
         self.fisher_samples = fisher_samples
         self.sample_labels = sample_labels
         self.fisher_max = fisher_max
         self.ce_classes = ce_classes
-        self.fishers: list[Tensors] = []  # one per past task (online: one in all)
+        self.fishers: list[Tensors] = []  # one per past task (per_task), else one in all
         self.anchors: list[Tensors] = []
 
     def before_task(
@@ -125,9 +131,16 @@ class EWC(Method):
             return
         fisher = self.fisher(train_loader)
         anchor = {name: p.detach().clone() for name, p in self.backbone.named_parameters() if name in fisher}
-        if self.online and self.fishers:
+        if self.fisher_update != "per_task" and self.fishers:
             previous = self.fishers[0]
-            fisher = {name: f + self.gamma * previous.get(name, 0.0) for name, f in fisher.items()}
+            if self.fisher_update == "merge":
+                alpha = task.known_classes / task.total_classes
+                fisher = {
+                    name: alpha * previous[name] + (1 - alpha) * f if name in previous else f
+                    for name, f in fisher.items()
+                }
+            else:
+                fisher = {name: f + self.gamma * previous.get(name, 0.0) for name, f in fisher.items()}
             self.fishers, self.anchors = [], []
         self.fishers.append(fisher)
         self.anchors.append(anchor)
