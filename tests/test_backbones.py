@@ -203,14 +203,40 @@ def test_head_expand_contract(head: str) -> None:
         module.expand(5)
 
 
-def test_incremental_linear_initialises_like_nn_linear() -> None:
+def test_incremental_linear_torch_default_initialises_like_nn_linear() -> None:
     torch.manual_seed(3)
-    head = IncrementalLinear(16, 5)
+    head = IncrementalLinear(16, 5, init="torch_default")
     torch.manual_seed(3)
     reference = nn.Linear(16, 5)
     assert torch.equal(head.weight, reference.weight)
     assert torch.equal(head.bias, reference.bias)
     assert [tuple(b.shape) for b in head.biases] == [(5,)]
+
+
+def test_incremental_linear_kaiming_uniform_is_pycils_init_for_every_new_chunk() -> None:
+    """PyCIL SimpleLinear: kaiming_uniform_(nonlinearity="linear") weights, zero bias, new rows per task."""
+    torch.manual_seed(3)
+    head = IncrementalLinear(300, 50)
+    head.expand(100)
+    for weight, bias in zip(head.weights, head.biases, strict=True):
+        bound = (3.0 / 300) ** 0.5
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound  # U(-bound, bound)
+        assert weight.abs().max() > 1.5 / 300**0.5  # wider than nn.Linear's 1/sqrt(fan_in)
+        assert torch.equal(bias, torch.zeros_like(bias))
+    torch.manual_seed(3)
+    expected = torch.empty(50, 300)
+    nn.init.kaiming_uniform_(expected, nonlinearity="linear")
+    assert torch.equal(head.weights[0], expected)
+
+
+def test_head_init_is_a_backbone_option_and_checked() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet8", head_init="torch_default")
+    backbone.head.expand(3)
+    assert backbone.head.init == "torch_default" and not torch.equal(backbone.head.bias, torch.zeros(3))
+    assert build_backbone("resnet8").head.init == "kaiming_uniform"
+    with pytest.raises(ConfigError, match="head_init"):
+        build_backbone("resnet8", head_init="xavier")
 
 
 def test_new_chunks_follow_the_head_dtype() -> None:

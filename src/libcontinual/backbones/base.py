@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from libcontinual.backbones.heads import IncrementalLinear
+from libcontinual.backbones.heads import HEAD_INITS, IncrementalLinear
 from libcontinual.errors import ConfigError
 from libcontinual.registry import BACKBONES, nearest
 
@@ -59,10 +59,20 @@ def init_conv_bn_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_backbone(name: str, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """Build the backbone registered as ``name``; unknown names or arguments raise ConfigError."""
+def build_backbone(
+    name: str, in_channels: int = 3, head_init: str = "kaiming_uniform", **kwargs: Any
+) -> Backbone:
+    """Build the backbone registered as ``name``; unknown names or arguments raise ConfigError.
+
+    ``head_init`` (a ``backbone.kwargs`` key of every backbone) draws the linear head's new class weights:
+    ``kaiming_uniform`` (PyCIL) or ``torch_default`` (``nn.Linear``); see ``backbones.heads``.
+    """
+    if head_init not in HEAD_INITS:
+        raise ConfigError(
+            f"Config key 'backbone.kwargs.head_init' is {head_init!r}; valid values: {', '.join(HEAD_INITS)}."
+        )
     constructor = BACKBONES.get(name)
-    valid = [p for p in inspect.signature(constructor).parameters if p != "in_channels"]
+    valid = [p for p in inspect.signature(constructor).parameters if p != "in_channels"] + ["head_init"]
     for key in kwargs:
         if key not in valid:
             hint = nearest(key, valid)
@@ -70,4 +80,7 @@ def build_backbone(name: str, in_channels: int = 3, **kwargs: Any) -> Backbone:
             raise ConfigError(
                 f"Backbone {name!r} has no argument {key!r}.{suggestion} Valid arguments: {', '.join(valid)}."
             )
-    return constructor(in_channels=in_channels, **kwargs)
+    backbone = constructor(in_channels=in_channels, **kwargs)
+    if isinstance(backbone.head, IncrementalLinear):
+        backbone.head.init = head_init
+    return backbone

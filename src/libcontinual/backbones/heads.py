@@ -3,6 +3,11 @@
 A head stores its weights as one chunk per expansion (``weights[i]`` has shape (n_i, in_features)), so
 growing it never reallocates old parameters: optimizer references stay valid, old chunks can be frozen
 or given their own learning rate, and WA/BiC/LUCIR address the newest chunk as ``weights[-1]``.
+
+New class weights are drawn by ``init`` (``HEAD_INITS``): ``kaiming_uniform`` (the default, PyCIL's
+``SimpleLinear``: kaiming-uniform with gain 1, i.e. U(-sqrt(3 / fan_in), sqrt(3 / fan_in)), bias 0) or
+``torch_default`` (``nn.Linear``'s: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias). Either is drawn
+afresh for the new classes of every task.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+HEAD_INITS = ("kaiming_uniform", "torch_default")
+
 
 class IncrementalHead(nn.Module):
     """Shared chunk bookkeeping: ``expand``, ``out_features``, ``chunk_sizes``, ``weight`` and resume.
@@ -23,11 +30,14 @@ class IncrementalHead(nn.Module):
     so a head loaded with its own state keeps its parameter objects).
     """
 
-    def __init__(self, in_features: int, bias: bool) -> None:
+    def __init__(self, in_features: int, bias: bool, init: str = "kaiming_uniform") -> None:
         super().__init__()
         if in_features <= 0:
             raise ValueError(f"in_features must be positive, got {in_features}")
+        if init not in HEAD_INITS:
+            raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
         self.in_features = in_features
+        self.init = init
         self.weights = nn.ParameterList()
         self.biases: nn.ParameterList | None = nn.ParameterList() if bias else None
         # Follows .to(device/dtype) so that new chunks are created where the head lives.
@@ -56,11 +66,16 @@ class IncrementalHead(nn.Module):
         if n_new == 0:
             return
         weight = self._anchor.new_empty(n_new, self.in_features)
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # as nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        bias = self._anchor.new_zeros(n_new)
+        if self.init == "kaiming_uniform":
+            nn.init.kaiming_uniform_(weight, nonlinearity="linear")
+        else:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            bound = 1.0 / math.sqrt(self.in_features)
+            bias.uniform_(-bound, bound)
         self.weights.append(nn.Parameter(weight))
         if self.biases is not None:
-            bound = 1.0 / math.sqrt(self.in_features)
-            self.biases.append(nn.Parameter(self._anchor.new_empty(n_new).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(bias))
 
     def _load_from_state_dict(
         self,
@@ -109,8 +124,10 @@ class IncrementalLinear(IncrementalHead):
     bit-for-bit unchanged.
     """
 
-    def __init__(self, in_features: int, out_features: int = 0, bias: bool = True) -> None:
-        super().__init__(in_features, bias)
+    def __init__(
+        self, in_features: int, out_features: int = 0, bias: bool = True, init: str = "kaiming_uniform"
+    ) -> None:
+        super().__init__(in_features, bias, init)
         self.expand(out_features)
 
     @property
