@@ -27,16 +27,31 @@ def method_settings(name: str) -> dict:
     return settings
 
 
+# Methods whose class-incremental accuracy is known to fall to a model that knows only the newest task; the
+# contract asks them to keep the old tasks in task-incremental evaluation instead.
+CLASS_IL_FORGETTERS = {
+    "agem": "one averaged gradient constraint does not stop class-IL forgetting (van de Ven et al., 2022)",
+}
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_runs_a_three_task_stream(tiny_config, name):
+    """Every classifier beats a model that knows only the newest task (100 % on it, 0 % on the others:
+    last accuracy 33.3 on three equal tasks) by a clear margin, so a method that forgets everything fails."""
     tiny_config["epoch"] = 1
     tiny_config.update(method_settings(name))
     result = libcontinual.run(tiny_config)
+    newest_task_only = 100.0 / 3
     for classifier in METHODS.get(name).classifiers:
         matrix = result.accuracy_matrix[classifier]
         assert [len(row) for row in matrix] == [1, 2, 3]
         assert all(0.0 <= value <= 100.0 for row in matrix for value in row)
-        assert result.summary[classifier]["last_accuracy"] > 100.0 / 6  # better than chance over 6 classes
+        if name in CLASS_IL_FORGETTERS:
+            matrix = result.accuracy_matrix[f"{classifier}_task_il"]
+        last = sum(matrix[-1]) / 3
+        assert last >= newest_task_only + 15.0, (
+            f"{name} ({classifier}): last row {matrix[-1]} is no better than knowing only the newest task"
+        )
 
 
 @pytest.mark.parametrize("name", METHODS.names())
