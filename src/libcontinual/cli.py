@@ -1,4 +1,4 @@
-"""Command line: ``libcontinual run | resume | report | compare | datasets``.
+"""Command line: ``libcontinual run | resume | report | compare | list | datasets``.
 
 Errors the user can fix (config, data, paths) print one message and exit with status 2, without a
 Python traceback.
@@ -75,10 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--force", action="store_true", help="compare even when the protocols differ")
     compare.set_defaults(handler=cmd_compare)
 
+    listing = commands.add_parser(
+        "list", help="the shipped configs (run one by name) and the registered methods, backbones, datasets"
+    )
+    listing.add_argument(
+        "what", nargs="?", choices=LISTS, default=None, help="show only this list (default: every list)"
+    )
+    listing.set_defaults(handler=cmd_list)
+
     datasets = commands.add_parser("datasets", help="known datasets and where they are looked for")
     datasets_commands = datasets.add_subparsers(title="datasets commands")
-    listing = datasets_commands.add_parser("list", help="every registered dataset, found or not")
-    listing.set_defaults(handler=cmd_datasets_list)
+    dataset_listing = datasets_commands.add_parser("list", help="every registered dataset, found or not")
+    dataset_listing.set_defaults(handler=cmd_datasets_list)
     info = datasets_commands.add_parser("info", help="sizes, classes and class order of one dataset")
     info.add_argument("name")
     info.add_argument("--data-root", default=None)
@@ -234,6 +242,60 @@ class ProgressBar:
 
     def _title(self, epoch: int) -> str:
         return f"task {self.task_index} epoch {min(epoch + 1, self.epochs)}/{self.epochs}"
+
+
+# --------------------------------------------------------------------------- list
+
+LISTS = ("configs", "methods", "backbones", "datasets", "buffers", "scenarios")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from libcontinual.engine.experiment import register_everything
+    from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
+    from libcontinual.shipped import configs_dir, description, is_header, shipped_config, shipped_names
+
+    register_everything()
+    console = Console()
+    wanted = [args.what] if args.what else list(LISTS)
+    if "configs" in wanted:
+        table = Table(title=f"shipped configs (in {configs_dir()}): libcontinual run NAME [key=value ...]")
+        table.add_column("name")
+        table.add_column("what it runs")
+        for name in sorted(shipped_names(), key=is_header):
+            path = shipped_config(name)
+            what = description(path) if path else ""
+            table.add_row(name, f"(header for includes:) {what}" if is_header(name) else what)
+        console.print(table)
+    registries = {
+        "methods": METHODS,
+        "backbones": BACKBONES,
+        "datasets": DATASETS,
+        "buffers": BUFFERS,
+        "scenarios": SCENARIOS,
+    }
+    for what, registry in registries.items():
+        if what not in wanted:
+            continue
+        table = Table(title=f"{what} (config key {registry.kind}.name)")
+        table.add_column("name")
+        table.add_column("what it is")
+        for name in registry.names():
+            table.add_row(name, summary_line(registry.get(name), prefer_module=what == "methods"))
+        console.print(table)
+    return 0
+
+
+def summary_line(component: Any, prefer_module: bool = False) -> str:
+    """The first docstring line of a component: its module's for a method (a method file starts with its
+    paper), else its own, else its module's."""
+    import inspect
+
+    module = inspect.getmodule(component)
+    texts = [getattr(module, "__doc__", None), component.__doc__]
+    for text in texts if prefer_module else texts[::-1]:
+        if text and text.strip():
+            return text.strip().splitlines()[0]
+    return ""
 
 
 # --------------------------------------------------------------------------- datasets
