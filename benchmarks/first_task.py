@@ -2,7 +2,8 @@
 the protocol's first task) over 5 seeds with each head initialisation (``backbone.kwargs.head_init``).
 
 Each (head_init, seed) run records ``benchmarks/results/first_task/<head_init>-seed<seed>.json``; a recorded
-run is skipped, so the command can be given again after a stop. ``--table`` prints mean ± std per head_init.
+run is skipped, so the command can be given again after a stop. ``--table`` writes mean ± std per head_init
+into benchmarks/BENCHMARKS.md (it is also rewritten after every run).
 
 Usage (from the repository root):
     python benchmarks/first_task.py [--seeds 1993 1994 1995 1996 1997] [--head-init kaiming_uniform ...]
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from r5 import REPO, ensure_data  # noqa: E402
+from r5 import REPO, ensure_data, replace_section  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "first_task"
 CONFIG = REPO / "configs" / "reproduce" / "r5" / "finetune.yaml"
@@ -77,12 +78,10 @@ def main() -> None:
     parser.add_argument("--head-init", nargs="+", choices=HEAD_INITS, default=list(HEAD_INITS))
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
-    if args.table:
-        print(table())
-        return
-    for seed in args.seeds:
+    for seed in [] if args.table else args.seeds:
         for head_init in args.head_init:
             print(f"recorded {run(head_init, seed)}", flush=True)
+    replace_section("first-task-table", table())
 
 
 if __name__ == "__main__":

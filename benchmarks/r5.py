@@ -124,13 +124,18 @@ def table(protocol: str = "r5") -> str:
     return "\n".join(rows)
 
 
-def write_table(protocol: str = "r5") -> None:
-    start_mark, end_mark = f"<!-- {protocol}-table:start -->", f"<!-- {protocol}-table:end -->"
+def replace_section(name: str, body: str) -> None:
+    """Put ``body`` between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in BENCHMARKS.md."""
+    start_mark, end_mark = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = BENCHMARKS_MD.read_text()
     if start_mark not in text:
         sys.exit(f"{BENCHMARKS_MD} has no {start_mark} ... {end_mark} section for the table")
     start, end = text.index(start_mark) + len(start_mark), text.index(end_mark)
-    BENCHMARKS_MD.write_text(text[:start] + "\n" + table(protocol) + "\n" + text[end:])
+    BENCHMARKS_MD.write_text(text[:start] + "\n" + body + "\n" + text[end:])
+
+
+def write_table(protocol: str = "r5") -> None:
+    replace_section(f"{protocol}-table", table(protocol))
 
 
 def main() -> None:
