@@ -13,6 +13,8 @@ from libcontinual.registry import METHODS
 
 register_everything()
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# Paper settings that would make a tiny run slow: data-free methods train their generator for 10,000 steps.
+TINY_KWARGS = {"generator_steps": 5}
 
 
 def method_settings(name: str) -> dict:
@@ -21,7 +23,8 @@ def method_settings(name: str) -> dict:
     if not path.exists():
         return {"method": {"name": name}}
     config, _ = load_config(path)
-    settings = {"method": {"name": name, "kwargs": config.method.kwargs}}
+    kwargs = {**config.method.kwargs, **{k: v for k, v in TINY_KWARGS.items() if k in config.method.kwargs}}
+    settings = {"method": {"name": name, "kwargs": kwargs}}
     if config.buffer is not None:
         settings["buffer"] = {"name": config.buffer.name, "kwargs": config.buffer.kwargs}
     return settings
@@ -31,6 +34,8 @@ def method_settings(name: str) -> dict:
 # contract asks them to keep the old tasks in task-incremental evaluation instead.
 CLASS_IL_FORGETTERS = {
     "agem": "one averaged gradient constraint does not stop class-IL forgetting (van de Ven et al., 2022)",
+    "deepinversion": "CE over every seen class on new data only; the ABD paper's DeepInversion row (10.9 on "
+    "CIFAR-100 in 10 tasks) is barely above finetune (8.8)",
 }
 
 

@@ -27,9 +27,9 @@ from libcontinual.data.types import ClassificationData
 from libcontinual.engine import builders
 from libcontinual.engine.checkpoint import CheckpointStore
 from libcontinual.engine.loggers import logger_callbacks
-from libcontinual.engine.run_dir import RunDirectory, provenance, reset_peak_memory
+from libcontinual.engine.run_dir import LOG_FORMAT, RunDirectory, provenance, reset_peak_memory
 from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
-from libcontinual.errors import ConfigError
+from libcontinual.errors import ConfigError, LibContinualError
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,11 @@ def check_components(config: ExperimentConfig) -> None:
     )
     method_class = METHODS.get(config.method.name, "key 'method.name'")
     builders.check_kwargs(method_class, config.method.kwargs, "method", "method", config.method.name)
+    if config.buffer is not None and getattr(method_class, "exemplar_free", False):
+        raise ConfigError(
+            f"Method {config.method.name!r} is data-free (memory 0): it keeps no exemplar of a past task. "
+            "Remove 'buffer' from the config."
+        )
     if config.buffer is not None:
         builders.check_kwargs(
             BUFFERS.get(config.buffer.name, "key 'buffer.name'"),
@@ -111,6 +116,45 @@ def check_components(config: ExperimentConfig) -> None:
         component = getattr(config, key)
         if component is not None:
             builders.scheduler_class(component, key)
+    check_optimization_values(config)
+
+
+def check_optimization_values(config: ExperimentConfig) -> None:
+    """Build each optimizer and scheduler once on a dummy parameter, so that a value torch rejects
+    (``lr: -0.1``, ``momentum: abc``) fails before any folder or data exists, naming its key."""
+    pairs = [("optimizer", config.optimizer, "lr_scheduler", config.lr_scheduler)]
+    if config.init_optimizer is not None or config.init_lr_scheduler is not None:
+        pairs.append(
+            (
+                "init_optimizer" if config.init_optimizer is not None else "optimizer",
+                config.init_optimizer or config.optimizer,
+                "init_lr_scheduler" if config.init_lr_scheduler is not None else "lr_scheduler",
+                config.init_lr_scheduler or config.lr_scheduler,
+            )
+        )
+    for optimizer_key, optimizer_config, scheduler_key, scheduler_config in pairs:
+        optimizer = _built(optimizer_key, optimizer_config, builders.build_optimizer, [dummy_parameter()])
+        if scheduler_config is not None:
+            _built(scheduler_key, scheduler_config, builders.build_scheduler, optimizer)
+
+
+def dummy_parameter() -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.zeros(1))
+
+
+def _built(key: str, component: Any, build: Any, target: Any) -> Any:
+    """``build(component, target, key)``; a value of the wrong kind (TypeError from inside torch, e.g.
+    comparing a string with a number) becomes an error naming each value of ``key.kwargs``."""
+    try:
+        return build(component, target, key)
+    except ConfigError as exc:
+        if not isinstance(exc.__cause__, TypeError):
+            raise
+        values = ", ".join(f"{key}.kwargs.{k}={v!r}" for k, v in component.kwargs.items())
+        raise ConfigError(
+            f"Config key '{key}': {component.name} rejects its arguments ({exc.__cause__}); check the "
+            f"type of each value: {values or '(none set)'}."
+        ) from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -242,6 +286,7 @@ def _run(
 
     if resume_dir is None:
         if run_path is None:
+            Path(config.save_path).mkdir(parents=True, exist_ok=True)
             run_dir = RunDirectory.create(config.save_path, config.name or config.method.name)
         else:
             run_path.mkdir(parents=True)
@@ -275,7 +320,12 @@ def _run(
             train_transform,
             test_transform,
             device,
-            [MetricsFile(run_dir), *logger_callbacks(config, run_dir.path), *callbacks],
+            [
+                MetricsFile(run_dir),
+                MethodArtifacts(run_dir),
+                *logger_callbacks(config, run_dir.path),
+                *callbacks,
+            ],
             checkpoints=store,
             metrics_offset=run_dir.metrics_size,
         )
@@ -297,10 +347,34 @@ def _run(
             run_dir.path,
         )
         raise
+    except BaseException as exc:
+        run_dir.detach_log()
+        log_failure(run_dir.log_path, exc)
+        raise
     finally:
         run_dir.detach_log()
         run_dir.unlock()
     return RunResult(run_dir=run_dir.path, results=results)
+
+
+def log_failure(log_path: Path, exc: BaseException) -> None:
+    """Write why a run ended into its log.txt (the console shows the same message once, from the CLI):
+    the user's error as one line, anything else with its traceback."""
+    if isinstance(exc, LibContinualError):
+        record = logging.makeLogRecord({"levelname": "ERROR", "name": __name__, "msg": f"run failed: {exc}"})
+    elif isinstance(exc, KeyboardInterrupt):
+        record = logging.makeLogRecord({"levelname": "WARNING", "name": __name__, "msg": "run interrupted"})
+    else:
+        record = logging.makeLogRecord(
+            {
+                "levelname": "ERROR",
+                "name": __name__,
+                "msg": f"run failed: {type(exc).__name__}: {exc}",
+                "exc_info": (type(exc), exc, exc.__traceback__),
+            }
+        )
+    with contextlib.suppress(OSError), log_path.open("a", encoding="utf-8") as handle:
+        handle.write(logging.Formatter(LOG_FORMAT).format(record) + "\n")
 
 
 def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> RunResult:
@@ -363,13 +437,27 @@ def check_backbone_accepts(
         backbone.train(was_training)
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing parent folder."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_save_path(save_path: str) -> None:
-    """save_path must be (or be creatable as) a writable folder."""
+    """save_path must be (or be creatable as) a writable folder. Nothing is created here: a run that
+    fails before training (missing data, bad values) leaves no empty save_path behind."""
     root = Path(save_path)
+    existing = existing_ancestor(root)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
-            pass
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(existing))
+        if existing == root.absolute():
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "permission denied", str(existing))
     except OSError as exc:
         raise ConfigError(
             f"Config key 'save_path': cannot write in {root} ({exc.strerror or exc}). "
@@ -382,7 +470,7 @@ def check_disk_space(save_path: str, method: torch.nn.Module, scenario: Scenario
     parameter_bytes = sum(p.numel() * p.element_size() for p in method.parameters())
     largest_task = max(task.train_images.numel() for task in scenario.tasks)
     needed = 4 * parameter_bytes + 2 * largest_task + 16 * 2**20
-    free = shutil.disk_usage(save_path).free
+    free = shutil.disk_usage(existing_ancestor(Path(save_path))).free
     if free < needed:
         raise ConfigError(
             f"Config key 'save_path': {save_path} has {free / 2**20:.0f} MiB free but a checkpoint "
@@ -464,6 +552,19 @@ class MetricsFile(Callback):
         self.run_dir.append_metrics(record)
         for name, value in record["accuracy_after_task"].items():
             logger.info("after task %d: %s accuracy %.2f%%", record["task"], name, value)
+
+
+class MethodArtifacts(Callback):
+    """After each task, a method that defines ``write_artifacts(folder, task_index)`` writes its own files
+    into the run directory (e.g. ABD's grid of synthetic images in ``dreams/``)."""
+
+    def __init__(self, run_dir: RunDirectory) -> None:
+        self.run_dir = run_dir
+
+    def on_task_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        write = getattr(trainer.method, "write_artifacts", None)
+        if write is not None:
+            write(self.run_dir.path, record["task"])
 
 
 def run(

@@ -2,9 +2,11 @@
 
 from libcontinual.methods import (  # noqa: F401
     abd,
+    abd,
     agem,
     base,
     bic,
+    deepinversion,
     deepinversion,
     e2e,
     ewc,
@@ -14,6 +16,7 @@ from libcontinual.methods import (  # noqa: F401
     joint,
     lucir,
     lwf,
+    lwf_mc,
     lwf_mc,
     replay,
     wa,
