@@ -13,7 +13,7 @@ after_task: stage 2 (from the second task on): only beta (init 1) and gamma (ini
     ``normalize_features: false``), then drop the teacher.
 Bias layers of all tasks are kept as per-class ``beta``/``gamma`` buffers; the validation set is part of the
 state while a task runs (resume inside a task).
-Measured (R5, seed 1993): last accuracy 28.80, average incremental 37.37 (finetune 16.31 / 33.79, replay
+Measured v0.1 (R5, seed 1993): last accuracy 28.80, average incremental 37.37 (finetune 16.31 / 33.79, replay
 32.81 / 39.95: below replay on this 5-epoch protocol, benchmarks/BENCHMARKS.md says why);
 `python benchmarks/r5.py bic`.
 """

@@ -10,7 +10,7 @@ after_task: balanced finetuning (from the second task on): the same number of sa
     as it was before this stage (old blocks keep their KD against the teacher); then the memory update
     (herding, 2000 exemplars: the paper updates the memory last), then drop the teacher.
 Deviation: the paper's brightness is additive (+-63) and ours multiplicative; contrast jitter as the paper.
-Measured (R5, seed 1993): last accuracy 33.71, average incremental 39.65 (finetune 16.31 / 33.79, replay
+Measured v0.1 (R5, seed 1993): last accuracy 33.71, average incremental 39.65 (finetune 16.31 / 33.79, replay
 32.81 / 39.95); `python benchmarks/r5.py e2e`, table and notes in benchmarks/BENCHMARKS.md.
 """
 

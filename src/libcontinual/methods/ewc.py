@@ -17,7 +17,7 @@ after_task: Fisher = mean over (up to ``fisher_samples``) unaugmented training i
 Deviations: PyCIL computes a Fisher after the last task too (unused); it squares the mean-batch gradient
 in train mode and clamps F at 1e-4 (``fisher_max``); its lamda (1000) is tuned for that Fisher, which is
 never larger than ours ((mean g)^2 <= mean g^2). GEM's baseline also squares batch gradients.
-Measured (R5, seed 1993): last accuracy 16.68, average incremental 33.45 (finetune 16.31 / 33.79);
+Measured v0.1 (R5, seed 1993): last accuracy 16.68, average incremental 33.45 (finetune 16.31 / 33.79);
 `python benchmarks/r5.py ewc`, table and notes in benchmarks/BENCHMARKS.md.
 """
 

@@ -12,7 +12,7 @@ after_task: herding selection of m = K / n_seen exemplars per class (the buffer;
 scores: ``cnn`` = the network's logits; ``nme`` = minus the distance of the L2-normalised feature to each
     class mean.
 Backbone: ResNet-32 without the last ReLU (config ``backbone.kwargs.last_relu: false``).
-Measured (R5, seed 1993): NME last accuracy 47.16, average incremental 49.89; CNN 39.54 / 43.13 (finetune
+Measured v0.1 (R5, seed 1993): NME last accuracy 47.16, average incremental 49.89; CNN 39.54 / 43.13 (finetune
 16.31 / 33.79); `python benchmarks/r5.py icarl`, table in benchmarks/BENCHMARKS.md.
 """
 

@@ -15,7 +15,7 @@ after_task: exemplars by herding on normalised features (the buffer: 20 per clas
     teacher, then iCaRL's class means of the exemplars (and their flips) for the NME classifier.
 scores: ``cnn`` = sigma * cos; ``nme`` = nearest exemplar mean. (The paper's third, NCM over all training
     data, and its optional class-balanced finetuning are not implemented.)
-Measured (R5, seed 1993): CNN last 34.69, average incremental 40.68; NME 41.07 / 47.75 (replay 32.81, iCaRL
+Measured v0.1 (R5, seed 1993): CNN last 34.69, avg. incremental 40.68; NME 41.07 / 47.75 (replay 32.81, iCaRL
 NME 47.16); `python benchmarks/r5.py lucir`, table and notes in benchmarks/BENCHMARKS.md.
 """
 

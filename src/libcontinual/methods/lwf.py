@@ -8,7 +8,7 @@ observe: CE over the new-class logits (PyCIL, ``ce_classes: new``) or over every
     exemplars, ``ce_classes: seen``) + lambda * KD(T=2) on old-class logits, no T^2 factor (PyCIL/ABD code).
 after_task: drop the teacher (the next task copies the model again) and update the buffer.
 Original LwF is multi-head with a warm-up of the new head; that form is not implemented here.
-Measured (R5, seed 1993, no memory): last accuracy 21.89, average incremental 35.73 (finetune 16.31 / 33.79);
+Measured v0.1 (R5, seed 1993, no memory): last 21.89, average incremental 35.73 (finetune 16.31 / 33.79);
 `python benchmarks/r5.py lwf`; with a 2000-image coreset: 35.02 / 40.06 (replay 32.81 / 39.95),
 `python benchmarks/r5.py lwf_coreset`; table and notes in benchmarks/BENCHMARKS.md.
 """

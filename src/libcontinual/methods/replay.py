@@ -12,7 +12,7 @@ after_task: ``buffer.update(self, train_loader)`` (exemplars chosen among the ta
     L2-normalised features of each class's exemplars and of their horizontal flips, L2-normalised.
 scores(classifier="nme"): minus the distance of the L2-normalised feature to each class mean.
 Resume inside a task: the teacher is part of the state dict (``Method.load_state_dict`` recreates it).
-Measured (R5, seed 1993): last accuracy 32.81, average incremental 39.95 (finetune 16.31 / 33.79);
+Measured v0.1 (R5, seed 1993): last accuracy 32.81, average incremental 39.95 (finetune 16.31 / 33.79);
 `python benchmarks/r5.py replay`, table in benchmarks/BENCHMARKS.md.
 """
 

@@ -10,7 +10,7 @@ optimizer_step: from the second task on, after each step clamp the classifier we
 after_task: weight aligning (from the second task on): scale the new classes' weight vectors by
     mean ||w_old|| / mean ||w_new|| (biases untouched, as PyCIL), then the memory update (herding), then drop
     the teacher.
-Measured (R5, seed 1993): last accuracy 36.49, average incremental 47.01 (finetune 16.31 / 33.79);
+Measured v0.1 (R5, seed 1993): last accuracy 36.49, average incremental 47.01 (finetune 16.31 / 33.79);
 `python benchmarks/r5.py wa`, table in benchmarks/BENCHMARKS.md.
 """
 
