@@ -2,11 +2,9 @@
 
 from libcontinual.methods import (  # noqa: F401
     abd,
-    abd,
     agem,
     base,
     bic,
-    deepinversion,
     deepinversion,
     e2e,
     ewc,
@@ -16,7 +14,6 @@ from libcontinual.methods import (  # noqa: F401
     joint,
     lucir,
     lwf,
-    lwf_mc,
     lwf_mc,
     replay,
     wa,
