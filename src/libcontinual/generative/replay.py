@@ -114,6 +114,7 @@ class GenerativeReplay(Method):
         self.normalization = (mean, std) if mean is not None and std is not None else None
         self.report, self.report_task = None, task.index
         if task.index + 1 < task.num_tasks and self.settings.steps > 0:
+            logger.info("task %d: training the generator for %d steps", task.index, self.settings.steps)
             self.report = self.dreamer.fit(self.teacher, task.total_classes)
             last = self.report.history[-1]
             logger.info(
