@@ -167,13 +167,30 @@ def load_plugins(plugins: list[str], config_dir: Path | None) -> None:
             sys.modules[module_name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception:
+            except Exception as exc:
                 del sys.modules[module_name]
-                raise
+                raise plugin_error(key, f"plugin file {path}", exc, path) from None
         else:
             try:
                 importlib.import_module(plugin)
-            except ImportError as exc:
-                raise ConfigError(
-                    f"Config key '{key}': cannot import plugin module {plugin!r}: {exc}"
-                ) from None
+            except Exception as exc:
+                raise plugin_error(key, f"plugin module {plugin!r}", exc, None) from None
+
+
+def plugin_error(key: str, what: str, exc: Exception, path: Path | None) -> ConfigError:
+    """One message for a plugin that fails to import: the config key, the file and line, the error."""
+    import traceback
+
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}, line {exc.lineno}"
+        detail = f"SyntaxError: {exc.msg}"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        inside = [f for f in frames if path is not None and Path(f.filename) == path] or frames[-1:]
+        where = f"{inside[-1].filename}, line {inside[-1].lineno}" if inside else ""
+        detail = f"{type(exc).__name__}: {exc}"
+    hint = ""
+    if isinstance(exc, ModuleNotFoundError):
+        hint = f" Install the module {exc.name!r} or fix the name." if exc.name else ""
+    at = f" (at {where})" if where else ""
+    return ConfigError(f"Config key '{key}': {what} cannot be imported{at}: {detail}.{hint}")

@@ -72,26 +72,40 @@ class RunDirectory:
         or resume it at the same time fails instead of interleaving checkpoints and metrics."""
         if fcntl is None:
             return
-        handle = self.lock_path.open("a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            owner = handle.read().strip() or "unknown"
-            handle.close()
-            raise TrainingError(
-                f"Run directory {self.path} is in use by another process (pid {owner}); wait for it to "
-                "finish or stop it before running or resuming this run."
-            ) from None
+        while True:
+            handle = self.lock_path.open("a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                handle.close()
+                raise TrainingError(
+                    f"Run directory {self.path} is in use by another process (pid {owner}); wait for it to "
+                    "finish or stop it before running or resuming this run."
+                ) from None
+            if self._holds_current_file(handle):
+                break
+            handle.close()  # the owner removed this .lock as it ended: lock the new one
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock_file = handle
 
+    def _holds_current_file(self, handle: Any) -> bool:
+        """Whether the locked file is still the one at ``.lock`` (not one an ending owner removed)."""
+        try:
+            return os.stat(self.lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def unlock(self) -> None:
-        """Release the claim (the .lock file stays: removing it would let two processes lock two files)."""
+        """Release the claim and remove ``.lock`` (while still holding it: a process that opened the old
+        file meanwhile sees it is no longer at the path and locks a new one, so two never both hold)."""
         if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
             self._lock_file.close()
             self._lock_file = None
 

@@ -1,0 +1,122 @@
+"""What a new user meets on the command line (issue 21): each test runs `libcontinual` as a subprocess in a
+fresh folder, with the tiny generated-data config, and checks what the user sees and what is left on disk."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_CONFIG
+
+
+def cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "libcontinual.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder holding c.yaml (the tiny config, one epoch, runs into ./runs)."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config.update(epoch=1, save_path="runs")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def run_dirs(workdir: Path) -> list[Path]:
+    root = workdir / "runs"
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.kwargs.lr=-0.1", "Config key 'optimizer': Invalid learning rate: -0.1"),
+        ("optimizer.kwargs.lr=abc", "optimizer.kwargs.lr"),
+        ("lr_scheduler={name: StepLR, kwargs: {step_size: 1, gamma: abc}}", "lr_scheduler"),
+    ],
+)
+def test_bad_optimizer_values_fail_before_any_folder_exists(workdir, override, expected):
+    proc = cli("run", "c.yaml", override, cwd=workdir)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert expected in " ".join(proc.stderr.split())
+    assert not (workdir / "runs").exists()
+
+
+def test_missing_data_leaves_no_empty_save_path(workdir):
+    proc = cli(
+        "run", "c.yaml", "dataset=image_folder", "data_root=nowhere", "save_path=a/b/runs", cwd=workdir
+    )
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
+    assert not (workdir / "a").exists()
+
+
+def test_a_fatal_error_is_written_to_the_runs_log_and_the_lock_goes(workdir):
+    proc = cli("run", "c.yaml", "optimizer.kwargs.lr=1e30", cwd=workdir)  # diverges in the first batches
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (run_dir,) = run_dirs(workdir)
+    log = (run_dir / "log.txt").read_text()
+    assert log.count("ERROR") == 1 and "run failed: " in log and "at task 0, epoch 0" in log
+    assert " ".join(proc.stderr.split()).count("at task 0, epoch 0") == 1  # the console shows it once
+    assert not (run_dir / ".lock").exists()
+
+
+def test_a_finished_run_leaves_no_lock_and_a_second_run_can_lock_again(workdir):
+    assert cli("run", "c.yaml", cwd=workdir).returncode == 0
+    (run_dir,) = run_dirs(workdir)
+    assert not (run_dir / ".lock").exists()
+    from libcontinual.engine.run_dir import RunDirectory
+
+    first = RunDirectory(run_dir)
+    first.lock()
+    assert (run_dir / ".lock").exists()
+    first.unlock()
+    assert not (run_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def f(:\n    pass\n", "SyntaxError"),
+        ("import not_a_module_anywhere\n", "No module named 'not_a_module_anywhere'"),
+        ("x = 1\nraise RuntimeError('boom')\n", "RuntimeError: boom"),
+    ],
+)
+def test_plugin_that_cannot_be_imported_is_one_message(workdir, source, expected):
+    (workdir / "my_plugin.py").write_text(source)
+    config = yaml.safe_load((workdir / "c.yaml").read_text())
+    config["plugins"] = ["my_plugin.py"]
+    (workdir / "c.yaml").write_text(yaml.safe_dump(config))
+    proc = cli("run", "c.yaml", cwd=workdir)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'plugins.0'" in message and f"{workdir / 'my_plugin.py'}, line" in message
+    assert expected in message
+    assert not (workdir / "runs").exists()
+
+
+def test_plugin_module_that_is_missing_names_the_key(workdir):
+    proc = cli("run", "c.yaml", "plugins=[not_a_module_anywhere.sub]", cwd=workdir)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "'plugins.0'" in message and "not_a_module_anywhere" in message
+
+
+def test_run_by_shipped_name_and_list(workdir):
+    proc = cli("list", "methods", cwd=workdir)
+    assert proc.returncode == 0 and "icarl" in proc.stdout and "finetune" in proc.stdout
+    proc = cli("run", "demoo", cwd=workdir)
+    assert proc.returncode == 2 and "libcontinual list configs" in " ".join(proc.stderr.split())
