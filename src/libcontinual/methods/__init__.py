@@ -5,6 +5,7 @@ from libcontinual.methods import (  # noqa: F401
     agem,
     base,
     bic,
+    cpg,
     deepinversion,
     e2e,
     ewc,
@@ -15,6 +16,8 @@ from libcontinual.methods import (  # noqa: F401
     lucir,
     lwf,
     lwf_mc,
+    packnet,
+    piggyback,
     replay,
     wa,
 )
