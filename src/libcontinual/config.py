@@ -25,6 +25,7 @@ from libcontinual.shipped import shipped_config
 
 OVERRIDE_SOURCE = "command-line override"
 LOGGERS = ("tensorboard", "csv")
+PROTOCOLS = ("class_il", "task_il")
 
 
 class _Loader(yaml.SafeLoader):
@@ -117,6 +118,11 @@ class ExperimentConfig:
     batch_size: int = _doc("Training batch size.", 128)
     eval_batch_size: int = _doc("Evaluation batch size.", 512)
     val_per_epoch: int = _doc("Evaluate seen tasks every N epochs inside a task (0 = only after it).", 0)
+    protocol: str = _doc(
+        "class_il: a test image is classified among every class seen so far; task_il: the task id is given "
+        "at test time (multi-head), so only task-incremental accuracy (<classifier>_task_il) is evaluated.",
+        "class_il",
+    )
     full_accuracy_matrix: bool = _doc(
         "Evaluate every task (not only seen ones) after each task, and the untrained model on every task "
         "before training: needed for forward transfer (FWT).",
@@ -495,6 +501,11 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
         raise _error(("val_per_epoch",), origins, f"must be 0 (off) or positive, got {config.val_per_epoch}.")
     if not 0.0 <= config.val_ratio < 1.0:
         raise _error(("val_ratio",), origins, f"must lie in [0, 1), got {config.val_ratio}.")
+    if config.protocol not in PROTOCOLS:
+        hint = nearest(config.protocol, PROTOCOLS)
+        suggestion = f" Did you mean {hint!r}?" if hint else ""
+        valid = ", ".join(PROTOCOLS)
+        raise _error(("protocol",), origins, f"is {config.protocol!r}, not one of {valid}.{suggestion}")
     if config.num_threads is not None and config.num_threads < 1:
         raise _error(("num_threads",), origins, f"must be at least 1, got {config.num_threads}.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", config.device):

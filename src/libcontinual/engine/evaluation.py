@@ -13,12 +13,16 @@ from libcontinual.methods.base import Method, predict
 
 @torch.no_grad()
 def evaluate(
-    method: Method, test_loaders: Sequence[DeviceLoader], tasks: Sequence[TaskInfo]
+    method: Method,
+    test_loaders: Sequence[DeviceLoader],
+    tasks: Sequence[TaskInfo],
+    task_il_only: bool = False,
 ) -> dict[str, list[float]]:
     """Accuracy (%) on each loader's task, per classifier and mode.
 
     Keys are ``<classifier>`` (class-incremental: argmax over every class the head has) and
     ``<classifier>_task_il`` (argmax within the task's own classes). ``tasks[j]`` describes loader j.
+    ``task_il_only`` (the task_il protocol: the task id is known at test time) evaluates only the latter.
     """
     was_training = method.training
     method.eval()
@@ -31,14 +35,16 @@ def evaluate(
             task_classes = tasks[task_id].classes
             for batch in loader:
                 labels = batch["label"]
-                scores = _cover(method.scores(batch["image"], None, classifier), task_classes)
-                correct_class_il += (predict(scores) == labels).sum()
-                if method.task_aware_inference:
+                if not task_il_only:
+                    scores = _cover(method.scores(batch["image"], None, classifier), task_classes)
+                    correct_class_il += (predict(scores) == labels).sum()
+                if method.task_aware_inference or task_il_only:
                     scores = _cover(method.scores(batch["image"], task_id, classifier), task_classes)
                 correct_task_il += (predict(scores, task_classes) == labels).sum()
             class_il.append(100.0 * int(correct_class_il) / loader.num_samples)
             task_il.append(100.0 * int(correct_task_il) / loader.num_samples)
-        results[classifier] = class_il
+        if not task_il_only:
+            results[classifier] = class_il
         results[f"{classifier}_task_il"] = task_il
     method.train(was_training)
     return results

@@ -522,6 +522,7 @@ def protocol(config: ExperimentConfig, data: ClassificationData, scenario: Scena
         "init_cls_num": config.init_cls_num,
         "inc_cls_num": config.inc_cls_num,
         "task_num": config.task_num,
+        "evaluation": config.protocol,
         "backbone": config.backbone.name,
         "backbone_kwargs": config.backbone.kwargs,
         **scenario.describe(),

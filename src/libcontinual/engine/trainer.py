@@ -333,7 +333,9 @@ class Trainer:
         """Accuracy on the first ``num_tasks`` tasks' test sets."""
         infos = [task.info for task in self.scenario.tasks[:num_tasks]]
         with self.fast.autocast():
-            return evaluate(self.method, self.test_loaders[:num_tasks], infos)
+            return evaluate(
+                self.method, self.test_loaders[:num_tasks], infos, self.config.protocol == "task_il"
+            )
 
     def train_loader(self, task: Task) -> DeviceLoader:
         return DeviceLoader(
@@ -380,6 +382,7 @@ class Trainer:
                 for name, matrix in self.accuracy_matrices.items()
             },
             "seconds": self.task_seconds[-1],
+            **({"method": report} if (report := self.method.task_report()) else {}),
         }
 
     def test_sizes(self) -> list[int]:
@@ -397,6 +400,7 @@ class Trainer:
             },
             "wall_time_s": wall_seconds,
             "task_wall_time_s": self.task_seconds,
+            **({"method_report": report} if (report := self.method.task_report()) else {}),
             **peak_memory_mb(),
         }
 

@@ -198,8 +198,8 @@ class IsolationMethod(Method):
             if component is not None and component.kwargs.get("weight_decay", 0):
                 raise ConfigError(
                     f"Config key '{key}.kwargs.weight_decay': {type(self).__name__} applies weight decay "
-                    "only to the weights the task owns (method.kwargs.weight_decay); the optimizer's would move "
-                    "frozen weights. Set it to 0."
+                    "only to the weights the task owns (method.kwargs.weight_decay); the optimizer's "
+                    "would move frozen weights. Set it to 0."
                 )
         if self.plan is None:  # a new task: lay its stages over the configured epochs
             epochs = config.first_task_epochs if self.task.index == 0 else config.epoch

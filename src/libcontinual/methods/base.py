@@ -138,6 +138,11 @@ class Method(nn.Module):
         """Parameters (or parameter groups) the optimizer of this task trains."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def task_report(self) -> dict[str, Any]:
+        """What a method records after each task (metrics.jsonl) and in results.json ``method_report``,
+        e.g. parameters and mask bytes per task for parameter isolation; empty for most methods."""
+        return {}
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def scores(
