@@ -12,6 +12,7 @@ from libcontinual.methods import (  # noqa: F401
     finetune,
     gem,
     icarl,
+    individual,
     joint,
     lucir,
     lwf,
