@@ -268,33 +268,35 @@ class IsolationMethod(Method):
 
     # ------------------------------------------------------------------ growth
     def grow(self, width: float) -> None:
-        """Widen the backbone (it needs ``grow_to``), the owner maps and the current task's parts and head."""
+        """Widen the backbone (it needs ``grow_to``) and the owner maps; new weights are free.
+
+        Every learned task keeps its shapes, parts and head, so its outputs do not change;
+        ``widen_current_task`` moves the task being learned onto the new width.
+        """
         grow_to = getattr(self.backbone, "grow_to", None)
         if grow_to is None:
             raise ConfigError(f"backbone {type(self.backbone).__name__} cannot grow; use vgg16_bn")
         before = sum(w.numel() for w in self.weights())
         grow_to(width)
         self.owners.widen_to([w.shape for w in self.weights()])
-        parameters, buffers = self.reference_parts()
-        self.parts[-1].widen_like({**parameters, **buffers})
-        task = self.task.index
-        head = self.heads[task]
-        head.weight.data = head.weight.data.new_empty(len(self.task.classes), self.backbone.num_features)
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
-        self.task_shapes[task] = [tuple(w.shape) for w in self.weights()]
         after = sum(w.numel() for w in self.weights())
+        task = self.task.index if self.seen_tasks else -1
         self.growth_events.append(
             {"task": task, "width": width, "weights_before": before, "weights_after": after}
         )
         logger.info(
-            "%s grew the network to width %.4f during task %d (%d -> %d weights)",
-            type(self).__name__,
-            width,
-            task,
-            before,
-            after,
+            "network grown to width %.4f during task %d (%d -> %d weights)", width, task, before, after
         )
+
+    def widen_current_task(self) -> None:
+        """The task being learned uses the whole current width: wider parts and a fresh, wider head."""
+        parameters, buffers = self.reference_parts()
+        self.parts[-1].widen_like({**parameters, **buffers})
+        head = self.heads[-1]
+        head.weight.data = head.weight.data.new_empty(len(self.task.classes), self.backbone.num_features)
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        nn.init.zeros_(head.bias)
+        self.task_shapes[-1] = [tuple(w.shape) for w in self.weights()]
 
     # ------------------------------------------------------------------ reporting and state
     def mask_bytes(self, task: int) -> int:

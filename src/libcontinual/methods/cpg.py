@@ -191,6 +191,7 @@ class CPG(IsolationMethod):
         self.restore(self.task_state["start"])
         self.multiplier += self.growth_step
         self.grow(self.base_width * math.sqrt(self.multiplier))
+        self.widen_current_task()
         for layer in range(len(self.owners)):
             self.owners[layer][self.owners[layer] == FREE] = owner_id(self.task.index)
         self.task_state["start"] = self.snapshot()
