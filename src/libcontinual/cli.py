@@ -7,17 +7,27 @@ Python traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
+from libcontinual import progress
 from libcontinual.engine.trainer import RunInterrupted
 from libcontinual.errors import LibContinualError
 
@@ -33,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     setup_logging(console, args.verbose)
     try:
+        args.console = console
         return args.handler(args)
     except RunInterrupted as stop:
         console.print(
@@ -115,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from libcontinual.engine.experiment import run_any
 
     config, config_path = load_config(args.config, args.overrides)
-    result = run_any(config, config_path, progress_callbacks())
+    with terminal_progress(args.console) as callbacks:
+        result = run_any(config, config_path, callbacks)
     print_results(Console(), result.results)
     Console().print(f"run directory: {result.run_dir}")
     return 0
@@ -124,7 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from libcontinual.engine.experiment import resume
 
-    result = resume(args.run_dir, progress_callbacks())
+    with terminal_progress(args.console) as callbacks:
+        result = resume(args.run_dir, callbacks)
     print_results(Console(), result.results)
     Console().print(f"run directory: {result.run_dir}")
     return 0
@@ -146,9 +159,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_callbacks() -> list[Any]:
-    stderr = Console(stderr=True)
-    return [ProgressBar(stderr)] if stderr.is_terminal else []
+@contextlib.contextmanager
+def terminal_progress(console: Console) -> Iterator[list[Any]]:
+    """Rich progress bars on a terminal (decoding, batches, evaluation, herding, between-task work), with
+    the trainer callback that draws the batches; on a file or pipe nothing but the log lines."""
+    if not console.is_terminal:
+        yield []
+        return
+    reporter = RichProgress(console)
+    try:
+        with progress.reporting(reporter):
+            yield [ProgressBar(reporter)]
+    finally:
+        reporter.close()
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:
@@ -200,27 +223,55 @@ def print_aggregate(console: Console, results: dict[str, Any]) -> None:
     console.print(table)
 
 
-class ProgressBar:
-    """A rich progress bar over the batches of each epoch, with the running loss and accuracy."""
+class RichProgress:
+    """The CLI's ``progress.Reporter``: one rich Progress whose bars disappear when their work ends."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
+            SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
             transient=True,
         )
+        self._open = 0
+
+    def start(self, description: str, total: int | None) -> Any:
+        if self._open == 0:
+            self.progress.start()
+        self._open += 1
+        return self.progress.add_task(description, total=total, status="")
+
+    def advance(self, handle: Any, amount: int) -> None:
+        self.progress.advance(handle, amount)
+
+    def finish(self, handle: Any) -> None:
+        self.progress.remove_task(handle)
+        self._open -= 1
+        if self._open == 0:
+            self.progress.stop()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class ProgressBar:
+    """The trainer's bar over the batches of each epoch, with the running loss and accuracy."""
+
+    def __init__(self, reporter: RichProgress) -> None:
+        self.reporter = reporter
+        self.progress = reporter.progress
         self.bar: Any = None
         self.epochs = 0
         self.task_index = 0
 
     def on_task_start(self, trainer: Any, task: Any, epochs: int, batches: int) -> None:
-        self.progress.start()
         self.task_index, self.epochs = task.info.index, epochs
-        self.bar = self.progress.add_task(self._title(0), total=batches, status="")
+        self.bar = self.reporter.start(self._title(0), batches)
 
     def on_batch_end(self, trainer: Any, batch_index: int, loss: Any) -> None:
         if batch_index % 10 == 0:
@@ -237,8 +288,9 @@ class ProgressBar:
     def on_evaluation(self, trainer: Any, record: dict[str, Any]) -> None: ...
 
     def on_task_end(self, trainer: Any, record: dict[str, Any]) -> None:
-        self.progress.remove_task(self.bar)
-        self.progress.stop()
+        if self.bar is not None:
+            self.reporter.finish(self.bar)
+            self.bar = None
 
     def _title(self, epoch: int) -> str:
         return f"task {self.task_index} epoch {min(epoch + 1, self.epochs)}/{self.epochs}"

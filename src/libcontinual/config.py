@@ -296,9 +296,60 @@ def _load_with_includes(
     merged: dict[str, Any] = {}
     for include in includes:
         child = _load_with_includes(locate(include, path.parent), origins, (*stack, path), str(path))
-        merged = deep_merge(merged, child)
+        merged = merge_config(merged, child)
     origins.record(data, str(path))
-    return deep_merge(merged, data)
+    return merge_config(merged, data)
+
+
+def component_keys() -> list[str]:
+    """Top-level keys that hold a ``{name, kwargs}`` component (dataset, backbone, method, optimizer ...)."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    return [
+        key
+        for key, hint in hints.items()
+        if hint is ComponentConfig or ComponentConfig in typing.get_args(hint)
+    ]
+
+
+def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``deep_merge``, except that a component given another name does not inherit the kwargs of the one it
+    replaces (``dataset: {name: image_folder}`` over an included cifar100 with ``download: true``)."""
+    base = dict(base)
+    for key in component_keys():
+        new, old = override.get(key), base.get(key)
+        if (
+            isinstance(new, dict)
+            and isinstance(old, dict)
+            and new.get("name", old.get("name")) != old.get("name")
+        ):
+            base[key] = {k: v for k, v in old.items() if k != "kwargs"}
+    return deep_merge(base, override)
+
+
+def _missing_prefixes(data: dict[str, Any], parts: list[str]) -> list[tuple[str, ...]]:
+    """The key paths above ``parts`` that ``data`` does not have yet (an override will create them)."""
+    missing, node = [], data
+    for depth in range(1, len(parts)):
+        node = node.get(parts[depth - 1]) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            missing.extend(tuple(parts[:end]) for end in range(depth, len(parts)))
+            break
+    return missing
+
+
+def _drop_kwargs_on_rename(data: dict[str, Any], parts: list[str], value: Any, origins: _Origins) -> None:
+    """``dataset.name=cifar10`` replaces the component: kwargs from the files belong to the old one and
+    go (kwargs set by earlier overrides stay)."""
+    if len(parts) != 2 or parts[1] != "name" or parts[0] not in component_keys():
+        return
+    node = data.get(parts[0])
+    if not isinstance(node, dict) or node.get("name") == value or not isinstance(node.get("kwargs"), dict):
+        return
+    node["kwargs"] = {
+        key: item
+        for key, item in node["kwargs"].items()
+        if origins.source((parts[0], "kwargs", str(key))).startswith(OVERRIDE_SOURCE)
+    }
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -355,17 +406,22 @@ def load_config(
         for include in _includes(data, "the config dict"):
             merged = deep_merge(merged, _load_with_includes(locate(include), origins, (), "the config dict"))
         origins.record(data, "the config dict")
-        data = deep_merge(merged, data)
+        data = merge_config(merged, data)
     else:
         config_path = locate(str(source)).resolve()
         data = _load_with_includes(config_path, origins, ())
     for text in overrides or []:
         parts, value = parse_override(text)
+        source = f"{OVERRIDE_SOURCE} {text!r}"
+        created = _missing_prefixes(data, parts)
+        _drop_kwargs_on_rename(data, parts, value, origins)
         _apply_override(data, parts, value, text)
-        origins.record(value, f"{OVERRIDE_SOURCE} {text!r}", tuple(parts))
+        origins.record(value, source, tuple(parts))
+        for prefix in created:  # a key the override made up (a typo) is the override's, not the file's
+            origins.record(None, source, prefix)
     if extra:
         extra = _rename_synonyms(extra, "the keyword overrides")
-        data = deep_merge(data, extra)
+        data = merge_config(data, extra)
         origins.record(extra, "the keyword overrides")
     config = _build(ExperimentConfig, data, (), origins)
     check_values(config, origins)

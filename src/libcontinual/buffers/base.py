@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from libcontinual import progress
 from libcontinual.buffers.features import extract_features
 from libcontinual.buffers.strategies import (
     CLASS_WISE,
@@ -188,7 +189,10 @@ class ExemplarBuffer:
     ) -> torch.Tensor:
         """Each class keeps its first ``quota`` exemplars; a class with new samples is chosen afresh."""
         parts = []
-        for cls, quota in self.class_quotas().items():
+        quotas = self.class_quotas().items()
+        if self.strategy == "herding":
+            quotas = progress.iterate(quotas, f"herding exemplars of {len(new_classes)} classes")
+        for cls, quota in quotas:
             members = torch.nonzero(labels == cls).squeeze(1)
             if cls in new_classes:
                 if self.strategy == "herding":

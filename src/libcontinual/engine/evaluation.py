@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from libcontinual import progress
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
 from libcontinual.methods.base import Method, predict
@@ -33,7 +34,7 @@ def evaluate(
             correct_class_il = torch.zeros((), dtype=torch.int64, device=loader.device)
             correct_task_il = torch.zeros((), dtype=torch.int64, device=loader.device)
             task_classes = tasks[task_id].classes
-            for batch in loader:
+            for batch in progress.iterate(loader, f"evaluating task {task_id} ({classifier})"):
                 labels = batch["label"]
                 if not task_il_only:
                     scores = _cover(method.scores(batch["image"], None, classifier), task_classes)

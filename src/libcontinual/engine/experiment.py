@@ -27,7 +27,7 @@ from libcontinual.data.types import ClassificationData
 from libcontinual.engine import builders
 from libcontinual.engine.checkpoint import CheckpointStore
 from libcontinual.engine.loggers import logger_callbacks
-from libcontinual.engine.run_dir import LOG_FORMAT, RunDirectory, provenance, reset_peak_memory
+from libcontinual.engine.run_dir import LOG_FORMAT, EarlyRecords, RunDirectory, provenance, reset_peak_memory
 from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
 from libcontinual.errors import ConfigError, LibContinualError
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
@@ -259,7 +259,7 @@ def run_experiment(
     builders.load_plugins(config.plugins, None)
     check_components(config)
     device = resolve_device(config.device)
-    with torch_settings(config):
+    with torch_settings(config), EarlyRecords.capture():
         return _run(config, callbacks, resume_dir, run_path, device)
 
 

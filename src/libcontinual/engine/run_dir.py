@@ -10,6 +10,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,40 @@ except ImportError:  # Windows: no advisory locks; runs are not guarded against 
     fcntl = None  # type: ignore[assignment]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class EarlyRecords(logging.Handler):
+    """Holds a run's log records from before its log.txt exists (loading and decoding the dataset, a
+    skip_bad_images warning); ``attach_log`` writes them there first. At most ``limit`` are kept."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+        self.limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.limit:
+            self.records.append(record)
+
+    def replay(self, handler: logging.Handler) -> None:
+        for record in self.records:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        self.records.clear()
+
+    @classmethod
+    @contextlib.contextmanager
+    def capture(cls) -> Iterator[None]:
+        """Collect the library's records inside the block (at INFO, as log.txt does)."""
+        logger = logging.getLogger("libcontinual")
+        early = cls()
+        logger.addHandler(early)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(early)
 
 
 class RunDirectory:
@@ -114,6 +149,8 @@ class RunDirectory:
         handler = logging.FileHandler(self.log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logger = logging.getLogger("libcontinual")
+        for early in [h for h in logger.handlers if isinstance(h, EarlyRecords)]:
+            early.replay(handler)
         logger.addHandler(handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)

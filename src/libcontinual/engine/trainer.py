@@ -21,6 +21,7 @@ from libcontinual.engine.metrics import summarize
 from libcontinual.engine.run_dir import peak_memory_mb
 from libcontinual.errors import TrainingError
 from libcontinual.methods.base import Method
+from libcontinual.progress import track
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ class Trainer:
         test_loaders = self.test_loaders[: info.index + 1]
         if resume is None:
             task_start = time.perf_counter()
-            self.method.before_task(info, self.buffer, train_loader, test_loaders)
+            with track(f"task {info.index}: {self.config.method.name} before_task"):
+                self.method.before_task(info, self.buffer, train_loader, test_loaders)
             if self.config.full_accuracy_matrix and info.index == 0:
                 self.random_init_accuracy = self.evaluate(len(self.scenario.tasks))
             optimizer, scheduler = self.optimization(info.index)
@@ -202,7 +204,8 @@ class Trainer:
                 ):
                     self.save_checkpoint(info.index, progress)
                     self._stop_if_requested()
-        self.method.after_task(info, self.buffer, train_loader, test_loaders)
+        with track(f"task {info.index}: {self.config.method.name} after_task"):
+            self.method.after_task(info, self.buffer, train_loader, test_loaders)
         accuracy = self.evaluate(
             len(self.scenario.tasks) if self.config.full_accuracy_matrix else info.index + 1
         )
@@ -233,7 +236,7 @@ class Trainer:
             loss = loss.detach()
             bad = ~torch.isfinite(loss) & (progress.first_bad_batch < 0)
             progress.first_bad_batch = torch.where(bad, batch_index, progress.first_bad_batch)
-            progress.loss_sum += loss * size
+            progress.loss_sum += loss  # batch means, averaged per batch like the named terms (loss_ce ...)
             progress.correct += acc.detach() * size
             progress.seen += size
             progress.next_batch = batch_index + 1
@@ -250,7 +253,7 @@ class Trainer:
             "event": "epoch",
             "task": task_index,
             "epoch": progress.epoch,
-            "loss": float(progress.loss_sum) / seen,
+            "loss": float(progress.loss_sum) / max(progress.next_batch, 1),
             "train_accuracy": 100.0 * float(progress.correct) / seen,
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": seconds,

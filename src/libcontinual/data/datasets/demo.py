@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
+from libcontinual import progress
 from libcontinual.data.datasets.catalog import default_location
 from libcontinual.data.types import ClassificationData
 from libcontinual.errors import ConfigError
@@ -28,8 +29,13 @@ def _decode(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         with Image.open(io.BytesIO(payload)) as image:
             return np.asarray(image.convert("RGB"))
 
-    with ThreadPoolExecutor() as pool:
-        return np.stack(list(pool.map(one, range(len(offsets) - 1))))
+    count = len(offsets) - 1
+    with progress.track(f"decoding {count} demo images", count) as bar, ThreadPoolExecutor() as pool:
+        images = []
+        for image in pool.map(one, range(count)):
+            images.append(image)
+            bar.advance()
+        return np.stack(images)
 
 
 @register_dataset("demo")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from libcontinual import progress
 from libcontinual.data.datasets.cache import (
     discard_entry,
     fingerprint,
@@ -43,6 +44,7 @@ CACHE_FOLDER = ".libcontinual_cache"
 CACHE_VERSION = "image_folder-2"
 LARGE_ARRAYS = ("train_images", "test_images")
 SMALL_ARRAYS = ("train_labels", "test_labels", "class_names")
+SKIPPED = ("train_skipped", "test_skipped")  # paths left out by skip_bad_images (absent in older caches)
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 REPORTED_BAD_PATHS = 5
 
@@ -126,7 +128,9 @@ def _list_classes(root: Path) -> list[str]:
     return train
 
 
-def _decode_split(paths: list[str], mode: str, image_size: int | None) -> tuple[np.ndarray, dict[int, str]]:
+def _decode_split(
+    paths: list[str], mode: str, image_size: int | None, bar: progress.Bar
+) -> tuple[np.ndarray, dict[int, str]]:
     """All images of ``paths`` as one (N, H, W, C) array, and the reason for each unreadable index.
 
     Without ``image_size`` every image must share the size of the first readable one.
@@ -160,6 +164,7 @@ def _decode_split(paths: list[str], mode: str, image_size: int | None) -> tuple[
                     f"Set image_size (e.g. image_size: {first.shape[0]}) to resize them all."
                 )
             out[index] = pixels
+        bar.advance(stop - start)
 
     run_in_chunks(len(paths), work)
     return out, problems
@@ -173,11 +178,13 @@ def _decode(
     arrays: dict[str, np.ndarray] = {}
     bad: list[tuple[str, str]] = []
     for split, listing in splits.items():
-        images, problems = _decode_split(listing.paths, mode, image_size)
+        with progress.track(f"decoding {len(listing.paths)} {split} images", len(listing.paths)) as bar:
+            images, problems = _decode_split(listing.paths, mode, image_size, bar)
         keep = np.ones(len(listing.paths), dtype=bool)
         keep[list(problems)] = False
         arrays[f"{split}_images"] = images if keep.all() else images[keep]
         arrays[f"{split}_labels"] = listing.labels[keep]
+        arrays[f"{split}_skipped"] = np.array([listing.paths[index] for index in sorted(problems)], dtype=str)
         bad.extend((listing.paths[index], problems[index]) for index in sorted(problems))
     if bad and not skip_bad_images:
         path, reason = bad[0]
@@ -200,6 +207,22 @@ def _decode(
     count = sum(listing.labels.size for listing in splits.values()) - len(bad)
     logger.info("Decoded %d images under %s in %.1f s.", count, root, time.perf_counter() - started)
     return arrays
+
+
+def warn_cached_skips(root: Path, splits: dict[str, _Split], arrays: dict) -> None:
+    """A cached dataset made with ``skip_bad_images`` says so on every run: it holds fewer images than
+    the folders list."""
+    listed = sum(listing.labels.size for listing in splits.values())
+    held = sum(arrays[f"{split}_labels"].size for split in SPLITS)
+    if held < listed:
+        examples = [str(path) for split in SPLITS for path in arrays.get(f"{split}_skipped", [])]
+        shown = f", e.g. {', '.join(examples[:REPORTED_BAD_PATHS])}" if examples else ""
+        logger.warning(
+            "Skipped %d unreadable images under %s (skip_bad_images; found when the cache was made)%s",
+            listed - held,
+            root,
+            shown,
+        )
 
 
 def _cached(stem: Path, classes: list[str], splits: dict[str, _Split], skip_bad_images: bool) -> dict | None:
@@ -252,11 +275,14 @@ def image_folder(
     arrays = _cached(stem, classes, splits, skip_bad_images) if stem is not None else None
     if arrays is not None:
         logger.info("Loaded %s from the cache in %s.", root, folder)
+        warn_cached_skips(root, splits, arrays)
     else:
         arrays = _decode(root, splits, mode, image_size, skip_bad_images)
-        small = {key: arrays[key] for key in SMALL_ARRAYS if key in arrays}
+        small = {key: arrays[key] for key in (*SMALL_ARRAYS, *SKIPPED) if key in arrays}
         small["class_names"] = np.array(classes, dtype=str)
-        if stem is not None and save_entry(stem, {key: arrays[key] for key in LARGE_ARRAYS}, small):
+        with progress.track(f"caching the decoded images in {folder}"):
+            saved = stem is not None and save_entry(stem, {key: arrays[key] for key in LARGE_ARRAYS}, small)
+        if saved:
             logger.info("Cached the decoded images in %s.", folder)
             for index in prune_entries(folder, prefix, stem, LARGE_ARRAYS):
                 logger.info("Removed the stale cache entry %s (its images changed).", index.name)

@@ -1,0 +1,70 @@
+"""Smaller things a new user meets (issue 21): logged losses, overrides that change a component, the
+README's Python example, the demo config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import libcontinual
+from libcontinual.cli import main
+from libcontinual.config import load_config
+from libcontinual.errors import ConfigError
+
+
+def test_loss_and_loss_ce_of_finetune_are_the_same_number(tiny_config):
+    """finetune's loss is its CE: both are per-batch means averaged over the epoch's batches, also when
+    the last batch is smaller (48 images per task in batches of 20: 20, 20, 8)."""
+    tiny_config.update(batch_size=20, method={"name": "finetune", "kwargs": {"ce_classes": "seen"}})
+    result = libcontinual.run(tiny_config)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert len(epochs) == 6
+    for record in epochs:
+        assert record["loss"] == pytest.approx(record["loss_ce"], rel=1e-6, abs=1e-7)
+
+
+def test_override_typo_is_blamed_on_the_override(tiny_config, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config))
+    assert main(["run", str(path), "optimizer.kwarg.lr=0.1"]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert "command-line override 'optimizer.kwarg.lr=0.1'" in message
+    assert "Did you mean 'optimizer.kwargs'" in message and str(path) not in message
+    with pytest.raises(ConfigError, match="command-line override 'augment.crop.size=2'"):
+        load_config(path, ["augment.crop.size=2"])
+
+
+def test_a_new_component_name_drops_the_old_ones_kwargs(tiny_config, tmp_path):
+    header = tmp_path / "header.yaml"
+    header.write_text(yaml.safe_dump({"dataset": {"name": "cifar100", "kwargs": {"download": True}}}))
+    body = {k: v for k, v in tiny_config.items() if k != "dataset"}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"includes": ["header.yaml"], **body}))
+    assert load_config(path)[0].dataset.kwargs == {"download": True}
+    # on the command line
+    config, _ = load_config(path, ["dataset.name=synthetic"])
+    assert config.dataset.name == "synthetic" and config.dataset.kwargs == {}
+    # kwargs given with the new name stay, before or after it
+    config, _ = load_config(path, ["dataset.kwargs.num_classes=6", "dataset.name=synthetic"])
+    assert config.dataset.kwargs == {"num_classes": 6}
+    config, _ = load_config(path, ["dataset.name=synthetic", "dataset.kwargs.num_classes=6"])
+    assert config.dataset.kwargs == {"num_classes": 6}
+    # in a file that includes another
+    (tmp_path / "d.yaml").write_text(
+        yaml.safe_dump({"includes": ["header.yaml"], **body, "dataset": {"name": "synthetic"}})
+    )
+    assert load_config(tmp_path / "d.yaml")[0].dataset.kwargs == {}
+    # the same name keeps them
+    assert load_config(path, ["dataset.name=cifar100"])[0].dataset.kwargs == {"download": True}
+
+
+def test_readme_python_example_shortens_every_task_and_switches_method():
+    """README: libcontinual.run("configs/demo.yaml", epoch=1, method={"name": "joint"})."""
+    config, _ = load_config("configs/demo.yaml", None, {"epoch": 1, "method": {"name": "joint"}})
+    assert config.first_task_epochs == 1 and config.epoch == 1
+    assert config.method.name == "joint" and config.method.kwargs == {}  # finetune's ce_classes went
+    config, _ = load_config("demo", ["method.name=joint"])
+    assert config.method.kwargs == {}
