@@ -28,8 +28,33 @@ LOGGERS = ("tensorboard", "csv")
 PROTOCOLS = ("class_il", "task_il")
 
 
+MAX_VALUES = 200_000  # values a config may expand to (YAML aliases can multiply a short file)
+MAX_DEPTH = 50  # nesting levels of mappings and lists
+MAX_IMAGE_SIZE = 4096
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``) and refuses a key
+    given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice (first at line {first.line + 1}); keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -140,6 +165,11 @@ class ExperimentConfig:
         "Also checkpoint every N epochs inside a task (0 = only at the end of each task).", 0
     )
     keep_checkpoints: int = _doc("How many of the newest checkpoints to keep.", 2)
+    max_loss: float | None = _doc(
+        "Stop the run when a training batch's loss exceeds this (the run diverged: lower the learning "
+        "rate); null = stop only on a non-finite loss.",
+        1.0e6,
+    )
     resume: bool = _doc(
         "Continue the newest unfinished run of this config (same save_path and name) from its last "
         "valid checkpoint instead of starting a new run.",
@@ -231,6 +261,10 @@ def _read_yaml(path: Path, included_from: str | None) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"Config file {path} is not valid YAML{line}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"Config file {path} nests lists or mappings too deeply to read (at most {MAX_DEPTH} levels)."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Config file {path} cannot be read: {exc}") from None
     if data is None:
@@ -239,7 +273,33 @@ def _read_yaml(path: Path, included_from: str | None) -> dict[str, Any]:
         raise ConfigError(
             f"Config file {path} must be a mapping of keys to values, not a {type(data).__name__}."
         )
+    check_shape(data, f"Config file {path}")
     return _rename_synonyms(data, str(path))
+
+
+def check_shape(data: Any, source: str) -> None:
+    """Refuse configs nested deeper than MAX_DEPTH or expanding to more than MAX_VALUES values.
+
+    A YAML alias is a reference: ten lines of aliases to aliases expand to billions of values once the
+    config is copied or saved ("billion laughs"), so the expanded size is counted, up to the limit.
+    """
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                f"{source} expands to more than {MAX_VALUES} values (YAML aliases of aliases?); "
+                "write the values out or shorten them."
+            )
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source} nests lists or mappings more than {MAX_DEPTH} levels deep.")
+        if isinstance(value, dict):
+            stack.extend((child, depth + 1) for child in value.values())
+            stack.extend((key, depth + 1) for key in value if not isinstance(key, str))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((child, depth + 1) for child in value)
 
 
 def _rename_synonyms(data: dict[str, Any], source: str) -> dict[str, Any]:
@@ -401,6 +461,7 @@ def load_config(
     origins = _Origins()
     config_path: Path | None = None
     if isinstance(source, dict):
+        check_shape(source, "The config dict")
         data = _rename_synonyms(source, "the config dict")
         merged: dict[str, Any] = {}
         for include in _includes(data, "the config dict"):
@@ -420,6 +481,7 @@ def load_config(
         for prefix in created:  # a key the override made up (a typo) is the override's, not the file's
             origins.record(None, source, prefix)
     if extra:
+        check_shape(extra, "The keyword overrides")
         extra = _rename_synonyms(extra, "the keyword overrides")
         data = merge_config(data, extra)
         origins.record(extra, "the keyword overrides")
@@ -557,6 +619,15 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
         raise _error(("val_per_epoch",), origins, f"must be 0 (off) or positive, got {config.val_per_epoch}.")
     if not 0.0 <= config.val_ratio < 1.0:
         raise _error(("val_ratio",), origins, f"must lie in [0, 1), got {config.val_ratio}.")
+    if config.max_loss is not None and not config.max_loss > 0:
+        raise _error(("max_loss",), origins, f"must be positive or null, got {config.max_loss}.")
+    if config.image_size is not None and not 1 <= config.image_size <= MAX_IMAGE_SIZE:
+        raise _error(("image_size",), origins, f"must lie in [1, {MAX_IMAGE_SIZE}], got {config.image_size}.")
+    if config.name is not None:
+        check_run_name(config.name, origins)
+    for index, plugin in enumerate(config.plugins):
+        if not plugin.strip():
+            raise _error(("plugins", str(index)), origins, "is empty: name a Python file or module.")
     if config.protocol not in PROTOCOLS:
         hint = nearest(config.protocol, PROTOCOLS)
         suggestion = f" Did you mean {hint!r}?" if hint else ""
@@ -594,6 +665,17 @@ def check_values(config: ExperimentConfig, origins: _Origins | None = None) -> N
             ("logger",),
             origins,
             "lists tensorboard, which is not installed: pip install 'libcontinual[tensorboard]'.",
+        )
+
+
+def check_run_name(name: str, origins: _Origins) -> None:
+    """A run's name is one path component: it cannot place the run directory outside save_path."""
+    if not name or name in (".", "..") or any(char in name for char in "/\\\0") or len(name) > 200:
+        raise _error(
+            ("name",),
+            origins,
+            f"must be one folder name (no '/', '\\', '..', at most 200 characters), got {name!r}: "
+            "the run directory is save_path/<name>-<time>; set save_path to choose where it goes.",
         )
 
 

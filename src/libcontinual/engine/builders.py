@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import collections.abc
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import sys
+import types
+import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import torch
 
@@ -40,7 +45,13 @@ INJECTED = {
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], key: str, kind: str, name: str) -> None:
     """Every key of ``kwargs`` must be a keyword parameter of ``factory`` that the library does not inject."""
     target = factory.__init__ if inspect.isclass(factory) else factory
-    parameters = inspect.signature(target).parameters
+    parameters = _signature(target).parameters
+    for arg, value in kwargs.items():
+        if arg in parameters and value_matches(parameters[arg].annotation, value) is False:
+            raise ConfigError(
+                f"Config key '{key}.kwargs.{arg}' must be {describe_type(parameters[arg].annotation)} "
+                f"for {kind} {name!r}, got {value!r}."
+            )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
     injected = INJECTED.get(kind, set())
@@ -73,12 +84,108 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], key: str, 
         raise ConfigError(f"Config key '{key}.kwargs' must set {', '.join(missing)} for {kind} {name!r}.")
 
 
+def _signature(target: Callable[..., Any]) -> inspect.Signature:
+    """The signature with string annotations evaluated where possible (the rest are left as strings,
+    which :func:`value_matches` ignores)."""
+    signature = inspect.signature(target)
+    namespace = {
+        **{name: getattr(typing, name) for name in typing.__all__},
+        **{name: getattr(collections.abc, name) for name in collections.abc.__all__},
+        "torch": torch,
+        "Tensor": torch.Tensor,
+        **getattr(inspect.unwrap(target), "__globals__", {}),
+    }
+    parameters = []
+    for parameter in signature.parameters.values():
+        if isinstance(parameter.annotation, str):
+            with contextlib.suppress(Exception):  # a name only imported for type checkers stays a string
+                parameter = parameter.replace(annotation=eval(parameter.annotation, namespace))
+        parameters.append(parameter)
+    return signature.replace(parameters=parameters)
+
+
+SEQUENCES = (
+    list,
+    tuple,
+    collections.abc.Sequence,
+    collections.abc.MutableSequence,
+    collections.abc.Iterable,
+    collections.abc.Collection,
+)
+
+
+def value_matches(annotation: Any, value: Any) -> bool | None:
+    """Whether a config value (from YAML: None, bool, int, float, str, list, dict) fits a parameter's
+    annotation; None when the annotation says nothing checkable. A string never passes for a sequence
+    of numbers (``hidden_sizes: '16'`` would become [1, 6])."""
+    if annotation in (inspect.Parameter.empty, Any) or isinstance(annotation, (str, typing.TypeVar)):
+        return None
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        results = [value_matches(arg, value) for arg in args]
+        return any(r is not False for r in results)
+    if origin is typing.Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation is torch.Tensor:  # a config holds no tensors
+        return False
+    container = origin or annotation
+    if container in SEQUENCES:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                return False
+            return all(value_matches(a, v) is not False for a, v in zip(args, value, strict=True))
+        item = args[0] if args else Any
+        return all(value_matches(item, v) is not False for v in value)
+    if container in (dict, collections.abc.Mapping):
+        if not isinstance(value, dict):
+            return False
+        item = args[1] if len(args) == 2 else Any
+        return all(value_matches(item, v) is not False for v in value.values())
+    return None
+
+
+def describe_type(annotation: Any) -> str:
+    """``int`` -> "an integer", ``Sequence[int]`` -> "a list of integers", ``X | None`` -> "... or null"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(dict.fromkeys(describe_type(arg) for arg in args if arg is not torch.Tensor))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if (origin or annotation) in SEQUENCES:
+        items = [a for a in args if a is not Ellipsis]
+        if not items:
+            return "a list"
+        return f"a list of {describe_type(items[0]).removeprefix('an ').removeprefix('a ')}s"
+    if (origin or annotation) in (dict, collections.abc.Mapping):
+        return "a mapping"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
 def call(factory: Callable[..., Any], key: str, *args: Any, **kwargs: Any) -> Any:
-    """Call a constructor; a TypeError/ValueError from bad values becomes a ConfigError naming ``key``."""
+    """Call a constructor; a TypeError/ValueError from bad values becomes a ConfigError naming ``key``,
+    and so does running out of memory (a size in the config too large for this machine)."""
     try:
         return factory(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Config key '{key}': {exc}") from exc
+    except MemoryError as exc:
+        raise ConfigError(
+            f"Config key '{key}': not enough memory to build it ({exc or 'MemoryError'}); check the sizes "
+            "it asks for (num_classes, image_size, images per class, layer widths)."
+        ) from None
 
 
 def _torch_classes(module: Any, base: type) -> dict[str, type]:
@@ -115,6 +222,25 @@ def scheduler_class(component: ComponentConfig, key: str) -> type:
     cls = classes[component.name]
     check_kwargs(cls, component.kwargs, key, "lr_scheduler", component.name)
     return cls
+
+
+def check_scheduler(component: ComponentConfig, key: str, epochs: int) -> None:
+    """Step the scheduler through ``epochs`` epochs on a dummy optimizer, so that a value it cannot use
+    (``step_size: 0``, ``T_max: 0``) fails now with the key's name instead of in the middle of a task."""
+    cls = scheduler_class(component, key)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scheduler = cls(optimizer, **component.kwargs)
+            for _ in range(epochs):
+                optimizer.step()
+                scheduler.step()
+    except (ArithmeticError, TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise ConfigError(
+            f"Config key '{key}': {component.name} with kwargs {component.kwargs} fails when stepped "
+            f"({type(exc).__name__}: {exc}). Check its values (e.g. step_size and T_max must be at least 1)."
+        ) from None
 
 
 def build_optimizer(

@@ -25,11 +25,11 @@ from libcontinual.data.defaults import dataset_defaults
 from libcontinual.data.scenario import Scenario
 from libcontinual.data.types import ClassificationData
 from libcontinual.engine import builders
-from libcontinual.engine.checkpoint import CheckpointStore
+from libcontinual.engine.checkpoint import CheckpointStore, run_identity
 from libcontinual.engine.loggers import logger_callbacks
 from libcontinual.engine.run_dir import LOG_FORMAT, EarlyRecords, RunDirectory, provenance, reset_peak_memory
 from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
-from libcontinual.errors import ConfigError, LibContinualError
+from libcontinual.errors import ConfigError, LibContinualError, TrainingError
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,10 @@ def check_components(config: ExperimentConfig) -> None:
         if component is not None:
             builders.scheduler_class(component, key)
     check_optimization_values(config)
+    for key in ("lr_scheduler", "init_lr_scheduler"):
+        component = getattr(config, key)
+        if component is not None:
+            builders.check_scheduler(component, key, max(config.epoch, config.first_task_epochs))
 
 
 def check_optimization_values(config: ExperimentConfig) -> None:
@@ -164,6 +168,16 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"Config key 'device' is {name!r} but CUDA is not available here. Use device: cpu or auto."
+        )
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"Config key 'device' is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+            "device(s), numbered from 0."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"Config key 'device' is {name!r} but Apple's MPS backend is not available here. "
+            "Use device: cpu or auto."
         )
     return device
 
@@ -213,6 +227,12 @@ def build_transforms(config: ExperimentConfig, data: ClassificationData) -> tupl
         raise ConfigError(f"Config key 'normalize' has {len(mean)} channels but the images have {channels}.")
     augment = dict(defaults["augment"])
     augment.update({k: v for k, v in vars(config.augment).items() if v is not None})
+    largest_side = max(data.image_shape[:2])
+    if augment.get("crop_padding", 0) > largest_side:
+        raise ConfigError(
+            f"Config key 'augment.crop_padding' is {augment['crop_padding']} but the images are "
+            f"{data.image_shape[0]}x{data.image_shape[1]}: pad by at most {largest_side} pixels."
+        )
     return BatchAugment(mean, std, **augment), Normalize(mean, std)
 
 
@@ -247,11 +267,13 @@ def run_experiment(
     callbacks: Sequence[Callback] = (),
     resume_dir: Path | None = None,
     run_path: Path | None = None,
+    trust: bool = False,
 ) -> RunResult:
     """Run one experiment end to end and write its run directory.
 
     With ``resume_dir`` (or ``config.resume``), continue that run from its newest valid checkpoint.
-    ``run_path`` names the new run directory exactly (multi-seed runs use ``seed-<s>``).
+    ``run_path`` names the new run directory exactly (multi-seed runs use ``seed-<s>``). ``trust`` also
+    loads checkpoints of the older format, whose loading can run code (see :func:`resume`).
     """
     config_dir = config_path.parent if config_path is not None else None
     register_everything()
@@ -260,7 +282,7 @@ def run_experiment(
     check_components(config)
     device = resolve_device(config.device)
     with torch_settings(config), EarlyRecords.capture():
-        return _run(config, callbacks, resume_dir, run_path, device)
+        return _run(config, callbacks, resume_dir, run_path, device, trust)
 
 
 def _run(
@@ -269,6 +291,7 @@ def _run(
     resume_dir: Path | None,
     run_path: Path | None,
     device: torch.device,
+    trust: bool = False,
 ) -> RunResult:
     if resume_dir is None and config.resume:
         resume_dir = find_unfinished_run(config)
@@ -295,7 +318,19 @@ def _run(
     else:
         run_dir = RunDirectory(resume_dir)
     run_dir.lock()
-    store = CheckpointStore(run_dir.path / "checkpoints", keep=config.keep_checkpoints)
+    if resume_dir is not None and run_dir.results_path.exists():  # checked again under the lock
+        run_dir.unlock()
+        raise ConfigError(
+            f"Run {run_dir.path} has already finished (results.json exists); nothing to resume."
+        )
+    try:
+        identity = run_identity(run_dir.run_id(), config.to_dict())
+    except OSError as exc:
+        run_dir.unlock()
+        raise ConfigError(f"Cannot write the run id into {run_dir.identity_path}: {exc}") from None
+    store = CheckpointStore(
+        run_dir.path / "checkpoints", keep=config.keep_checkpoints, identity=identity, trust=trust
+    )
     run_dir.attach_log()
     try:
         checkpoint = None
@@ -347,6 +382,11 @@ def _run(
             run_dir.path,
         )
         raise
+    except OSError as exc:
+        error = storage_error(exc, run_dir, store)
+        run_dir.detach_log()
+        log_failure(run_dir.log_path, error)
+        raise error from None
     except BaseException as exc:
         run_dir.detach_log()
         log_failure(run_dir.log_path, exc)
@@ -355,6 +395,22 @@ def _run(
         run_dir.detach_log()
         run_dir.unlock()
     return RunResult(run_dir=run_dir.path, results=results)
+
+
+def storage_error(exc: OSError, run_dir: RunDirectory, store: CheckpointStore) -> TrainingError:
+    """A failed write (disk full, file-size limit, read-only folder) as one message: the file, the reason,
+    the checkpoint that is intact (checkpoints are written atomically) and the command to continue."""
+    path = exc.filename or "a file of the run directory"
+    checkpoints = store.paths()
+    intact = (
+        f"the last checkpoint ({checkpoints[-1]}) is intact"
+        if checkpoints
+        else "no checkpoint was written yet, so the run will start again"
+    )
+    return TrainingError(
+        f"Cannot write {path}: {exc.strerror or exc}. Training stopped; {intact}. Free space or make "
+        f"the folder writable, then continue with: libcontinual resume {run_dir.path}"
+    )
 
 
 def log_failure(log_path: Path, exc: BaseException) -> None:
@@ -377,8 +433,31 @@ def log_failure(log_path: Path, exc: BaseException) -> None:
         handle.write(logging.Formatter(LOG_FORMAT).format(record) + "\n")
 
 
-def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> RunResult:
-    """Continue a run directory from its newest valid checkpoint (its saved config is used)."""
+class UntrustedCode(ConfigError):
+    """Resuming would import code named by a run directory's config.yaml (``plugins``)."""
+
+    def __init__(self, run_dir: Path, plugins: list[str]) -> None:
+        self.plugins = plugins
+        super().__init__(
+            f"Run {run_dir} lists plugins in its config.yaml ({', '.join(plugins)}); resuming imports them, "
+            "which runs their code. If you trust this run directory, resume it with "
+            f"'libcontinual resume --trust {run_dir}' (Python: resume(..., trust=True))."
+        )
+
+
+def run_plugins(run_dir: str | Path) -> list[str]:
+    """The plugins a run directory's config.yaml would import on resume (no code runs)."""
+    config, _ = load_config(Path(run_dir) / "config.yaml")
+    return list(config.plugins)
+
+
+def resume(run_dir: str | Path, callbacks: Sequence[Callback] = (), trust: bool = False) -> RunResult:
+    """Continue a run directory from its newest valid checkpoint (its saved config is used).
+
+    Loading a run runs no code from it unless ``trust`` is set: checkpoints are read with
+    ``torch.load(weights_only=True)``, and ``plugins`` listed in its config.yaml are refused
+    (:class:`UntrustedCode`). ``trust=True`` imports them, and reads checkpoints of the older format.
+    """
     path = Path(run_dir)
     config_file = path / "config.yaml"
     if not config_file.is_file():
@@ -386,11 +465,15 @@ def resume(run_dir: str | Path, callbacks: Sequence[Callback] = ()) -> RunResult
     if (path / "results.json").exists():
         raise ConfigError(f"Run {path} has already finished (results.json exists); nothing to resume.")
     config, _ = load_config(config_file)
+    if config.plugins and not trust:
+        raise UntrustedCode(path, config.plugins)
+    # save_path in config.yaml may be relative to where the run started; the run lives where it is now.
+    config = dataclasses.replace(config, save_path=str(path.absolute().parent))
     if config.seed_list:
         from libcontinual.engine.seeds import run_seeds
 
-        return run_seeds(config, None, callbacks, resume_dir=path)
-    return run_experiment(config, None, callbacks, resume_dir=path)
+        return run_seeds(config, None, callbacks, resume_dir=path, trust=trust)
+    return run_experiment(config, None, callbacks, resume_dir=path, trust=trust)
 
 
 def load_for_resume(store: CheckpointStore, run_dir: RunDirectory) -> dict[str, Any] | None:

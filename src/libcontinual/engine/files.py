@@ -21,9 +21,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise with_filename(exc, path) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def with_filename(exc: OSError, path: Path) -> OSError:
+    """The same OSError with ``filename`` set (a failed ``write`` on an open file does not set it), so the
+    error a user sees names the file that could not be written."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def _umask() -> int:

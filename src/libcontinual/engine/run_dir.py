@@ -10,13 +10,14 @@ import platform
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from libcontinual.engine.files import atomic_write_json
+from libcontinual.engine.files import atomic_write_json, with_filename
 from libcontinual.errors import ConfigError, TrainingError
 
 try:
@@ -25,6 +26,7 @@ except ImportError:  # Windows: no advisory locks; runs are not guarded against 
     fcntl = None  # type: ignore[assignment]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+logger = logging.getLogger(__name__)
 
 
 class EarlyRecords(logging.Handler):
@@ -102,6 +104,19 @@ class RunDirectory:
     def lock_path(self) -> Path:
         return self.path / ".lock"
 
+    @property
+    def identity_path(self) -> Path:
+        return self.path / "run.json"
+
+    def run_id(self) -> str:
+        """This run's id (``run.json``; created on first use): every checkpoint records it, so that a
+        checkpoint copied from another run directory is refused on resume."""
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return str(json.loads(self.identity_path.read_text(encoding="utf-8"))["run_id"])
+        run_id = uuid.uuid4().hex
+        atomic_write_json(self.identity_path, {"run_id": run_id})
+        return run_id
+
     def lock(self) -> None:
         """Claim the run for this process until ``unlock`` (or exit): a second process that tries to run
         or resume it at the same time fails instead of interleaving checkpoints and metrics."""
@@ -146,7 +161,7 @@ class RunDirectory:
 
     def attach_log(self) -> None:
         """Copy the library's log records into log.txt."""
-        handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        handler = _QuietFileHandler(self.log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logger = logging.getLogger("libcontinual")
         for early in [h for h in logger.handlers if isinstance(h, EarlyRecords)]:
@@ -163,21 +178,59 @@ class RunDirectory:
             self._log_handler = None
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with self.metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise with_filename(exc, self.metrics_path) from None
 
     def metrics_size(self) -> int:
-        """Bytes of metrics.jsonl written so far (a checkpoint records it)."""
-        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+        """Bytes of metrics.jsonl written so far, flushed to disk first: a checkpoint records this offset,
+        and it is fsynced itself, so the lines it counts must be on disk too."""
+        if not self.metrics_path.exists():
+            return 0
+        try:
+            with self.metrics_path.open("rb+") as handle:
+                os.fsync(handle.fileno())
+                return os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            raise with_filename(exc, self.metrics_path) from None
 
     def truncate_metrics(self, size: int) -> None:
-        """Drop metrics lines written after a checkpoint, so a resumed run does not repeat them."""
-        if self.metrics_path.exists():
-            with self.metrics_path.open("r+b") as handle:
-                handle.truncate(size)
+        """Drop metrics lines written after a checkpoint, so a resumed run does not repeat them.
+
+        A file shorter than ``size`` (lines lost, e.g. a crash of the machine before they reached the disk)
+        is never padded: it is cut back to its last complete line and a warning says records are missing.
+        """
+        if not self.metrics_path.exists():
+            if size:
+                logger.warning("%s is missing; the records before the checkpoint are lost", self.metrics_path)
+            return
+        with self.metrics_path.open("r+b") as handle:
+            length = os.fstat(handle.fileno()).st_size
+            if length < size:
+                logger.warning(
+                    "%s has %d bytes but the checkpoint counted %d: records before the checkpoint are lost; "
+                    "the resumed run appends after the last complete line",
+                    self.metrics_path,
+                    length,
+                    size,
+                )
+                handle.seek(0)
+                size = handle.read().rfind(b"\n") + 1
+            handle.truncate(size)
+            os.fsync(handle.fileno())
 
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_json(self.results_path, results)
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """log.txt: a record that cannot be written (disk full, read-only folder) is dropped instead of
+    printing logging's own traceback; the run's error then says which file could not be written."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
 
 
 def provenance() -> dict[str, Any]:

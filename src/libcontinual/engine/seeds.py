@@ -46,6 +46,7 @@ def run_seeds(
     config_path: Path | None,
     callbacks: Sequence[Callback] = (),
     resume_dir: Path | None = None,
+    trust: bool = False,
 ) -> RunResult:
     """Run (or finish) every seed, then write the aggregate results.json in the parent directory."""
     if resume_dir is None and config.resume:
@@ -64,7 +65,7 @@ def run_seeds(
             logger.info("seed %d already finished in %s", seed, path)
             per_seed.append(RunResult(path, json.loads((path / "results.json").read_text())))
         elif path.exists():
-            per_seed.append(run_experiment(child, config_path, callbacks, resume_dir=path))
+            per_seed.append(run_experiment(child, config_path, callbacks, resume_dir=path, trust=trust))
         else:
             per_seed.append(run_experiment(child, config_path, callbacks, run_path=path))
     results = aggregate([r.results for r in per_seed], [r.run_dir.name for r in per_seed])

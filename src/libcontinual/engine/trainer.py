@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,12 +67,19 @@ class EpochProgress:
     first_bad_batch: torch.Tensor
     seen: int = 0
     seconds: float = 0.0
+    bad_loss: torch.Tensor | None = None
 
     @classmethod
     def start(cls, epoch: int, device: torch.device) -> EpochProgress:
         zero = torch.zeros((), device=device)
         return cls(
-            epoch, None, 0, zero.clone(), zero.clone(), torch.full((), -1, dtype=torch.int64, device=device)
+            epoch,
+            None,
+            0,
+            zero.clone(),
+            zero.clone(),
+            torch.full((), -1, dtype=torch.int64, device=device),
+            bad_loss=zero.clone(),
         )
 
     def state(self) -> dict[str, Any]:
@@ -83,6 +91,20 @@ class EpochProgress:
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device) -> EpochProgress:
         return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+
+
+def loss_sums(method: Method) -> dict[str, Any]:
+    """The named-loss sums a method has logged in the current epoch (``Method.log_losses``), so that a
+    checkpoint inside an epoch keeps them and the resumed epoch's loss_ce, loss_kd, ... stay right."""
+    return {
+        "sums": {name: value.detach().cpu() for name, value in method._loss_sums.items()},
+        "counts": dict(method._loss_counts),
+    }
+
+
+def restore_loss_sums(method: Method, state: dict[str, Any], device: torch.device) -> None:
+    method._loss_sums = {name: value.to(device) for name, value in state["sums"].items()}
+    method._loss_counts = dict(state["counts"])
 
 
 @dataclass(frozen=True)
@@ -180,6 +202,8 @@ class Trainer:
             if scheduler is not None:
                 scheduler.load_state_dict(resume["scheduler"])
             progress = EpochProgress.from_state(resume["progress"], self.device)
+            if "losses" in resume:
+                restore_loss_sums(self.method, resume["losses"], self.device)
         self._task = TaskRun(train_loader, optimizer, scheduler, task_start)
         epochs = self.config.first_task_epochs if info.index == 0 else self.config.epoch
         self._emit("on_task_start", task, epochs, len(train_loader))
@@ -226,6 +250,9 @@ class Trainer:
         start = time.perf_counter() - progress.seconds
         if progress.order is None and progress.next_batch == 0:
             progress.order = loader.epoch_order()
+        if progress.bad_loss is None:
+            progress.bad_loss = torch.zeros((), device=self.device)
+        max_loss = float("inf") if self.config.max_loss is None else self.config.max_loss
         for batch_index, batch in enumerate(
             loader.batches(progress.order, progress.next_batch), progress.next_batch
         ):
@@ -234,8 +261,9 @@ class Trainer:
             self.method.optimizer_step(loss, optimizer)
             size = batch["label"].shape[0]
             loss = loss.detach()
-            bad = ~torch.isfinite(loss) & (progress.first_bad_batch < 0)
+            bad = (~torch.isfinite(loss) | (loss.abs() > max_loss)) & (progress.first_bad_batch < 0)
             progress.first_bad_batch = torch.where(bad, batch_index, progress.first_bad_batch)
+            progress.bad_loss = torch.where(bad, loss.float(), progress.bad_loss)
             progress.loss_sum += loss  # batch means, averaged per batch like the named terms (loss_ce ...)
             progress.correct += acc.detach() * size
             progress.seen += size
@@ -262,11 +290,20 @@ class Trainer:
         }
 
     def _check_finite(self, task_index: int, progress: EpochProgress) -> None:
+        """A non-finite loss, or one above ``max_loss`` (the run diverged), stops the run."""
         bad = int(progress.first_bad_batch)
         if bad >= 0:
+            where = f"at task {task_index}, epoch {progress.epoch}, batch {bad}"
+            value = float(progress.bad_loss)
+            if math.isfinite(value):
+                raise TrainingError(
+                    f"Loss {value:.3g} {where} is above max_loss ({self.config.max_loss:g}): the run "
+                    "diverged and training stopped. Lower the learning rate (or raise max_loss); the last "
+                    "checkpoint is intact."
+                )
             raise TrainingError(
-                f"Non-finite loss at task {task_index}, epoch {progress.epoch}, batch {bad}: "
-                "training stopped. Lower the learning rate or check the data; the last checkpoint is intact."
+                f"Non-finite loss {where}: training stopped. Lower the learning rate or check the data; "
+                "the last checkpoint is intact."
             )
 
     # ------------------------------------------------------------------ checkpoints
@@ -291,6 +328,7 @@ class Trainer:
                 "optimizer": run.optimizer.state_dict(),
                 "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
                 "progress": progress.state(),
+                "losses": loss_sums(self.method),
                 "task_seconds": time.perf_counter() - run.start,
             }
         payload = {
