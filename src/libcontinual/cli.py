@@ -1,7 +1,9 @@
 """Command line: ``libcontinual run | resume | report | compare | list | datasets``.
 
 Errors the user can fix (config, data, paths) print one message and exit with status 2, without a
-Python traceback.
+Python traceback. Every console is made with ``markup=False``: text from the user (keys, paths, class
+names, error messages such as ``pip install 'libcontinual[report]'``) is printed literally, never read
+as rich markup; styles come from ``rich.text.Text``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from libcontinual import progress
 from libcontinual.engine.trainer import RunInterrupted
@@ -34,27 +37,42 @@ from libcontinual.errors import LibContinualError
 EXIT_USER_ERROR = 2
 
 
+def plain_console(stderr: bool = False) -> Console:
+    """A console that prints text literally (no rich markup: ``[report]`` in a message stays)."""
+    return Console(stderr=stderr, markup=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_USER_ERROR
-    console = Console(stderr=True)
+    console = plain_console(stderr=True)
     setup_logging(console, args.verbose)
     try:
         args.console = console
         return args.handler(args)
     except RunInterrupted as stop:
         console.print(
-            f"[yellow]stopped by {stop}[/]; checkpoint written (see the log for the resume command)"
+            Text.assemble(
+                (f"stopped by {stop}", "yellow"), "; checkpoint written (see the log for the resume command)"
+            )
         )
         return 128 + int(getattr(signal, str(stop), signal.SIGINT))
     except LibContinualError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False)
+        return EXIT_USER_ERROR
+    except (MemoryError, RecursionError) as exc:
+        what = "out of memory" if isinstance(exc, MemoryError) else "input nested too deeply"
+        console.print(
+            Text.assemble(("error:", "bold red"), f" {what} ({type(exc).__name__}: {exc}); check the sizes "),
+            Text("and nesting the config asks for (num_classes, image_size, batch_size, ...)."),
+            highlight=False,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        console.print(Text("interrupted", "yellow"))
         return 130
 
 
@@ -72,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser("resume", help="continue a run directory from its newest valid checkpoint")
     resume.add_argument("run_dir", help="the run directory (save_path/<name>-<time>)")
+    resume.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust this run directory: import the plugins its config.yaml lists (their code runs) and read "
+        "checkpoints of libcontinual's older format (loading those can run code)",
+    )
     resume.set_defaults(handler=cmd_resume)
 
     report = commands.add_parser("report", help="write report.md and PNG figures into RUN_DIR/report/")
@@ -128,18 +152,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     config, config_path = load_config(args.config, args.overrides)
     with terminal_progress(args.console) as callbacks:
         result = run_any(config, config_path, callbacks)
-    print_results(Console(), result.results)
-    Console().print(f"run directory: {result.run_dir}")
+    print_results(plain_console(), result.results)
+    plain_console().print(f"run directory: {result.run_dir}")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from libcontinual.engine.experiment import resume
+    from libcontinual.engine.experiment import resume, run_plugins
 
+    trust = args.trust
+    if not trust and sys.stdin.isatty() and (plugins := run_plugins(args.run_dir)):
+        answer = args.console.input(
+            Text(
+                f"{args.run_dir} lists plugins that resuming imports, which runs their code: "
+                f"{', '.join(plugins)}. Did you create this run, and do you trust them? [y/N] "
+            )
+        )
+        trust = answer.strip().lower() in ("y", "yes")
     with terminal_progress(args.console) as callbacks:
-        result = resume(args.run_dir, callbacks)
-    print_results(Console(), result.results)
-    Console().print(f"run directory: {result.run_dir}")
+        result = resume(args.run_dir, callbacks, trust=trust)
+    print_results(plain_console(), result.results)
+    plain_console().print(f"run directory: {result.run_dir}")
     return 0
 
 
@@ -147,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from libcontinual.report import write_report
 
     path = write_report(args.run_dir)
-    Console().print(f"report: {path}")
+    plain_console().print(f"report: {path}")
     return 0
 
 
@@ -155,7 +188,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from libcontinual.report import compare
 
     path = compare(args.run_dirs, args.out, force=args.force)
-    Console().print(f"comparison: {path} (with {path.with_suffix('.csv').name} and accuracy_curves.png)")
+    csv_name = path.with_suffix(".csv").name
+    plain_console().print(f"comparison: {path} (with {csv_name} and accuracy_curves.png)")
     return 0
 
 
@@ -307,7 +341,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from libcontinual.shipped import configs_dir, description, is_header, shipped_config, shipped_names
 
     register_everything()
-    console = Console()
+    console = plain_console()
     wanted = [args.what] if args.what else list(LISTS)
     if "configs" in wanted:
         table = Table(title=f"shipped configs (in {configs_dir()}): libcontinual run NAME [key=value ...]")
@@ -369,7 +403,7 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
             "-" if found is None else ("yes" if found else "no"),
             options,
         )
-    Console().print(table)
+    plain_console().print(table)
     return 0
 
 
@@ -380,7 +414,7 @@ def cmd_datasets_info(args: argparse.Namespace) -> int:
 
     data = DATASETS.get(args.name)(data_root=args.data_root)
     data.validate()
-    console = Console()
+    console = plain_console()
     order = default_class_order(data.num_classes, args.order_seed)
     console.print(f"dataset {data.name}: {data.source}")
     console.print(
