@@ -181,10 +181,13 @@ def call(factory: Callable[..., Any], key: str, *args: Any, **kwargs: Any) -> An
         return factory(*args, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Config key '{key}': {exc}") from exc
-    except MemoryError as exc:
+    except (MemoryError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc):
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
-            f"Config key '{key}': not enough memory to build it ({exc or 'MemoryError'}); check the sizes "
-            "it asks for (num_classes, image_size, images per class, layer widths)."
+            f"Config key '{key}': not enough memory to build it ({reason}); check the sizes it asks for "
+            "(num_classes, image_size, images per class, layer widths)."
         ) from None
 
 

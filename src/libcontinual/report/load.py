@@ -49,6 +49,24 @@ class Stat:
         return float(np.std(self.values))
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a damaged line is a ReportError naming the file and line."""
+    records = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip("\0 \t"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReportError(
+                f"{path} line {number} is not a JSON record ({exc.msg}); the file is damaged."
+            ) from None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 @dataclass(frozen=True)
 class SeedRun:
     """One trained model: its run directory, results.json and the epoch records of metrics.jsonl."""
@@ -65,8 +83,7 @@ class SeedRun:
         metrics = path / "metrics.jsonl"
         epochs: tuple[dict[str, Any], ...] = ()
         if metrics.is_file():
-            records = (json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line)
-            epochs = tuple(r for r in records if r.get("event") == "epoch")
+            epochs = tuple(r for r in read_metrics(metrics) if r.get("event") == "epoch")
         return cls(path, results, epochs)
 
     @property
@@ -252,6 +269,29 @@ def experiment_key(config: dict[str, Any]) -> str:
     return json.dumps(key, sort_keys=True)
 
 
+def finished_at(seed: SeedRun) -> float:
+    path = seed.path / "results.json"
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def keep_newer(group: Run, seed: SeedRun) -> None:
+    """Two runs of one experiment with one seed (the same config run twice): the newer one counts."""
+    index = group.seed_values.index(seed.seed)
+    older = group.seeds[index]
+    newer, dropped = (seed, older) if finished_at(seed) >= finished_at(older) else (older, seed)
+    group.seeds[index] = newer
+    if group.path == dropped.path:
+        group.path = newer.path
+    logger.warning(
+        "%s and %s are the same experiment with the same seed %d: comparing the newer, %s "
+        "(pass only one of them to choose)",
+        older.path,
+        seed.path,
+        seed.seed,
+        newer.path,
+    )
+
+
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """Load runs for a comparison; separate runs of one experiment with different seeds become one.
 
@@ -270,10 +310,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
             runs.append(run)
             continue
         if run.seed_values[0] in group.seed_values:
-            raise ReportError(
-                f"{group.path} and {run.path} are the same experiment with the same seed "
-                f"{run.seed_values[0]}; pass only one of them."
-            )
+            keep_newer(group, run.seeds[0])
+            continue
         group.seeds.append(run.seeds[0])
         group.seeds.sort(key=lambda s: s.seed)
         logger.info("%s joins %s as seed %d of the same experiment", run.path, group.path, run.seed_values[0])

@@ -3,7 +3,8 @@
 Images may be (N, H, W) or (N, H, W, C) with C = 1 or 3. uint8 is used as is; other integer
 arrays with values in [0, 255] are cast; float arrays are read as [0, 1] when their maximum is at
 most 1, else as [0, 255], and rounded to uint8 (a log line says which). Labels are integers;
-``class_names`` defaults to "0", "1", ... up to the largest label.
+Without ``class_names`` the training labels must be exactly 0..K-1 and the test labels among them: a
+stray label would otherwise add a class silently and shift the class order.
 """
 
 from __future__ import annotations
@@ -90,6 +91,29 @@ def _as_labels(labels: np.ndarray, count: int, where: str, image_key: str) -> np
     return labels.astype(np.int64)
 
 
+def _label_count(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], mapping: dict[str, str], path: Path
+) -> int:
+    """K for a file without class_names: train labels are 0..K-1 with none missing, test labels < K."""
+    present = np.unique(splits["train"][1])
+    gaps = np.nonzero(present != np.arange(len(present)))[0]
+    hint = f"; or save {mapping['class_names']!r} to declare the classes"
+    if len(gaps):
+        missing = int(gaps[0])
+        raise DataError(
+            f"{path} key {mapping['y_train']!r}: labels must be 0..K-1 without class_names, but class "
+            f"{missing} has no training image while label {int(present[missing])} exists. Renumber the "
+            f"labels{hint}."
+        )
+    test = splits["test"][1]
+    if test.size and test.max() >= len(present):
+        raise DataError(
+            f"{path} key {mapping['y_test']!r}: label {int(test.max())} at index {int(test.argmax())} is not "
+            f"a training class (0..{len(present) - 1}). Fix the label{hint}."
+        )
+    return len(present)
+
+
 @register_dataset("npz")
 def npz(
     data_root: str | None, image_size: int | None = None, *, keys: dict[str, str] | None = None
@@ -119,7 +143,6 @@ def npz(
         images = _as_uint8(arrays[f"x_{split}"], f"{path} key {x_key!r}")
         labels = _as_labels(arrays[f"y_{split}"], len(images), f"{path} key {y_key!r}", x_key)
         splits[split] = (resize_images(images, image_size), labels)
-    top = max(int(labels.max()) if labels.size else -1 for _, labels in splits.values())
     if "class_names" in arrays:
         class_names = [str(name) for name in np.asarray(arrays["class_names"]).reshape(-1)]
         for split, (_, labels) in splits.items():
@@ -130,7 +153,7 @@ def npz(
                     f"{len(class_names)} classes"
                 )
     else:
-        class_names = [str(index) for index in range(top + 1)]
+        class_names = [str(index) for index in range(_label_count(splits, mapping, path))]
     if splits["train"][0].shape[1:] != splits["test"][0].shape[1:]:
         raise DataError(
             f"{path}: train images are {splits['train'][0].shape[1:]} but test images are "
