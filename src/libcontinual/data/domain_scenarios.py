@@ -186,14 +186,16 @@ def superclass(
     order_seed: int,
     val_ratio: float,
     seed: int,
+    superclass_order: Sequence[int] | None = None,
 ) -> Scenario:
     """CIFAR-100 superclasses: task t holds the fine classes of one coarse class (5 for CIFAR-100).
 
     Needs ``extras["train_coarse_labels"]`` (the cifar100 loader provides it). The superclass order is
     ``permutation(n_superclasses)`` seeded by ``order_seed``, fine classes ascending within a
     superclass; an explicit ``class_order`` (fine classes) must list whole superclasses one after
-    another. Labels are remapped contiguously as in ``class_incremental``; ``init_cls_num`` and
-    ``inc_cls_num`` must equal the superclass size.
+    another. ``superclass_order`` lists coarse labels in task order instead (CPG: 0..19, the official
+    alphabetical order of ``coarse_label_names``). Labels are remapped contiguously as in
+    ``class_incremental``; ``init_cls_num`` and ``inc_cls_num`` must equal the superclass size.
     """
     coarse = data.extras.get("train_coarse_labels")
     if coarse is None:
@@ -215,7 +217,19 @@ def superclass(
         raise ConfigError(
             f"task_num is {task_num} but dataset {data.name!r} has {len(superclasses)} superclasses."
         )
-    if class_order is None:
+    if superclass_order is not None:
+        if class_order is not None:
+            raise ConfigError("Set either 'class_order' or 'scenario.kwargs.superclass_order', not both.")
+        unknown = [c for c in superclass_order if c not in members]
+        repeated = len(set(superclass_order)) != len(superclass_order)
+        if unknown or repeated or len(superclass_order) < task_num:
+            raise ConfigError(
+                "Config key 'scenario.kwargs.superclass_order' must list at least "
+                f"task_num={task_num} distinct superclasses of {sorted(members)}; "
+                f"got {list(superclass_order)}."
+            )
+        groups = [members[s] for s in list(superclass_order)[:task_num]]
+    elif class_order is None:
         order_of_superclasses = [superclasses[i] for i in default_class_order(len(superclasses), order_seed)]
         groups = [members[s] for s in order_of_superclasses[:task_num]]
     else:
