@@ -1,6 +1,7 @@
 """Data-free methods (abd, deepinversion, lwf_mc): their defining properties, memory 0, pictures, resume."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -265,3 +266,19 @@ def test_sigkill_during_generator_training_then_resume_matches_an_uninterrupted_
     assert (run_dir / "dreams" / "task-0.png").read_bytes() == (
         ref_dir / "dreams" / "task-0.png"
     ).read_bytes()
+
+
+def test_report_shows_the_pictures_and_the_generators_numbers(tiny_config):
+    from libcontinual.report import write_report
+
+    tiny_config.update(method={"name": "abd", "kwargs": kwargs_for("abd")}, epoch=1)
+    run = libcontinual.run(tiny_config)
+    report = write_report(run.run_dir)
+    text = report.read_text()
+    assert "## Synthetic images" in text
+    links = re.findall(r"!\[synthetic images after task (\d)\]\(([^)]+)\)", text)
+    assert [task for task, _ in links] == ["0", "1"]
+    assert all((report.parent / link).resolve().is_file() for _, link in links)
+    assert "| 1 | 6 |" in text  # after task 1: 6 generator steps
+    plain = libcontinual.run({**tiny_config, "method": {"name": "finetune"}})
+    assert "Synthetic images" not in write_report(plain.run_dir).read_text()

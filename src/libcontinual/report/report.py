@@ -6,7 +6,9 @@ written beside the markdown and linked from it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,7 @@ def render(run: Run, figures: dict[str, str]) -> str:
         sections.append(old_new_section(run, name, figures))
     if "training" in figures:
         sections.append(f"## Training\n\n![training per epoch]({figures['training']})\n")
+    sections.append(dreams_section(run))
     sections.append(cost_section(run))
     return "\n".join(sections)
 
@@ -217,6 +220,59 @@ def old_new_section(run: Run, name: str, figures: dict[str, str]) -> str:
     return (
         f"## Old vs new classes ({name})\n\nOld: tasks before the current one, weighted by test-set size; "
         f"new: the current task.\n\n{table}\n![old vs new classes]({figures[f'old_new_{name}']})\n"
+    )
+
+
+def dreams_section(run: Run) -> str:
+    """Pictures and numbers of a data-free method's generator (``dreams/task-<t>.png`` and ``.json`` written
+    after each task); empty for other methods. Multi-seed runs show the first seed's pictures."""
+    seed = run.seeds[0]
+    records = sorted(
+        (json.loads(p.read_text()) for p in (seed.path / "dreams").glob("task-*.json")),
+        key=lambda r: r["task"],
+    )
+    if not records:
+        return ""
+    rows = []
+    for record in records:
+        generator = record["generator"]
+        last = generator["history"][-1] if generator["history"] else {}
+        rows.append(
+            [
+                str(record["task"]),
+                str(generator["steps"]),
+                format_number(generator["seconds"], 1),
+                format_number(generator["steps_per_second"], 2),
+                format_number(last.get("loss_bn"), 3),
+                format_number(100.0 * record["teacher_mean_confidence"], 1),
+                " / ".join(map(str, record["synthetic_class_counts"])),
+            ]
+        )
+    table = markdown_table(
+        [
+            "after task",
+            "generator steps",
+            "generator time (s)",
+            "steps/s",
+            "last BN loss",
+            "teacher confidence (%)",
+            "synthetic samples per class",
+        ],
+        rows,
+    )
+    which = f" (seed {seed.seed})" if run.multi_seed else ""
+    pictures = []
+    for record in records:
+        png = seed.path / "dreams" / f"task-{record['task']}.png"
+        if png.is_file():
+            link = os.path.relpath(png, run.path / "report")
+            pictures.append(
+                f"After task {record['task']}:\n\n![synthetic images after task {record['task']}]({link})\n"
+            )
+    return (
+        f"## Synthetic images{which}\n\nThe generator trained after each task (not after the last): row c of "
+        "a picture holds images the teacher labels c. Class counts and confidence are the teacher's on "
+        f"{records[0]['samples']} samples.\n\n{table}\n" + "\n".join(pictures)
     )
 
 
