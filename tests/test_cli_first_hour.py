@@ -120,3 +120,26 @@ def test_run_by_shipped_name_and_list(workdir):
     assert proc.returncode == 0 and "icarl" in proc.stdout and "finetune" in proc.stdout
     proc = cli("run", "demoo", cwd=workdir)
     assert proc.returncode == 2 and "libcontinual list configs" in " ".join(proc.stderr.split())
+
+
+def test_compare_of_the_readme_example_after_running_twice_shows_differing_settings(workdir):
+    pytest.importorskip("matplotlib")
+    import libcontinual
+
+    config = yaml.safe_load((workdir / "c.yaml").read_text())
+    config["save_path"] = str(workdir / "runs")
+    for extra in ({}, {}, {"method": {"name": "joint"}}, {"method": {"name": "joint"}, "epoch": 2}):
+        libcontinual.run(config, **extra)  # the runs themselves: in-process, quicker
+    finetune = sorted(str(p.relative_to(workdir)) for p in (workdir / "runs").glob("finetune-*"))
+    joint = sorted(str(p.relative_to(workdir)) for p in (workdir / "runs").glob("joint-*"))
+    assert len(finetune) == 2 and len(joint) == 2
+    proc = cli("compare", *joint, *finetune, cwd=workdir)  # compare runs/joint-* runs/finetune-*
+    assert proc.returncode == 0, proc.stderr
+    message = " ".join(proc.stderr.split())
+    assert "same experiment with the same seed 7: comparing the newer" in message
+    assert f"comparing the newer, {finetune[1]}" in message
+    assert "different settings" in message and "epoch" in message
+    text = (workdir / "comparison" / "comparison.md").read_text()
+    assert "Settings that differ between these runs" in text
+    assert "| `epoch` | 1 | 2 | 1 |" in text
+    assert finetune[1] in text and finetune[0] not in text

@@ -44,6 +44,15 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = F
             + "\n".join(differences)
             + "\nCompare runs of the same protocol, or pass --force (force=True) to compare anyway."
         )
+    settings = setting_differences(runs)
+    if settings:
+        logger.warning(
+            "these runs were trained with different settings (see comparison.md): %s",
+            "; ".join(
+                f"{key} " + ", ".join(f"{run.label}={value}" for run, value in zip(runs, values, strict=True))
+                for key, values in settings
+            ),
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header, rows, csv_rows = table_rows(runs)
@@ -53,7 +62,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = F
     figure = plots.curves_figure(curves(plots, runs), title, max_tasks(runs), classes_seen(runs))
     figure_name = plots.save(figure, out / "accuracy_curves.png").name
     path = out / "comparison.md"
-    atomic_write_text(path, render(runs, header, rows, differences, figure_name))
+    atomic_write_text(path, render(runs, header, rows, differences, figure_name, settings))
     logger.info("comparison of %d runs written to %s", len(runs), out)
     return path
 
@@ -81,6 +90,59 @@ def protocol_differences(runs: Sequence[Run]) -> list[str]:
             lines.append(f"  {field}:")
             lines += [f"    {value}: {', '.join(paths)}" for value, paths in by_value.items()]
     return lines
+
+
+# Config keys that say where or how fast a run went, or what it is (the method: the table's rows), not
+# how it was trained; every other differing key is listed beside the comparison.
+NOT_SETTINGS = (
+    "method",
+    "seed",
+    "seeds",
+    "repeat",
+    "save_path",
+    "name",
+    "resume",
+    "data_root",
+    "device",
+    "num_threads",
+    "logger",
+    "plugins",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "deterministic",
+    "channels_last",
+    "bf16",
+    "compile",
+    "eval_batch_size",
+)
+
+
+def flat_settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer.kwargs.lr": 0.1, "epoch": 5, ...}`` without the keys of NOT_SETTINGS."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if not prefix and key in NOT_SETTINGS:
+            continue
+        if isinstance(value, dict) and value:
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def setting_differences(runs: Sequence[Run]) -> list[tuple[str, list[str]]]:
+    """Training settings (epochs, batch size, optimizer, schedule, augmentation, buffer, ...) that are
+    not the same in every run: (key, the value of each run, "-" where unset). Shown, not refused:
+    methods bring their own schedules, but a reader must see them."""
+    flats = [flat_settings(run.config) for run in runs]
+    keys = list(dict.fromkeys(key for flat in flats for key in flat))
+    missing = object()
+    out = []
+    for key in keys:
+        values = [flat.get(key, missing) for flat in flats]
+        if any(value != values[0] for value in values):
+            out.append((key, ["-" if value is missing else short(value, 40) for value in values]))
+    return out
 
 
 def short(value: Any, limit: int = 90) -> str:
@@ -210,8 +272,25 @@ def curves(plots: Any, runs: Sequence[Run]) -> list[Any]:
     return out
 
 
+def settings_section(runs: Sequence[Run], settings: Sequence[tuple[str, list[str]]]) -> list[str]:
+    """A table of the training settings that differ between the runs (empty when none do)."""
+    if not settings:
+        return []
+    rows = [[f"`{key}`", *values] for key, values in settings]
+    return [
+        "**Settings that differ between these runs** (same protocol, different training):",
+        "",
+        markdown_table(["setting", *(run.label for run in runs)], rows, 1),
+    ]
+
+
 def render(
-    runs: Sequence[Run], header: list[str], rows: list[list[str]], differences: list[str], figure: str
+    runs: Sequence[Run],
+    header: list[str],
+    rows: list[list[str]],
+    differences: list[str],
+    figure: str,
+    settings: Sequence[tuple[str, list[str]]] = (),
 ) -> str:
     lines = [f"# Comparison: {protocol_title(runs)}", ""]
     if differences:
@@ -230,6 +309,7 @@ def render(
         "training throughput over epochs; peak memory is the largest over a run's seeds.",
         "",
         markdown_table(header, rows, 3),
+        *settings_section(runs, settings),
         f"![accuracy after each task]({figure})",
         "",
         "## Runs",
