@@ -3,23 +3,41 @@
 # run continues from its last checkpoint (r5.py resumes). Start it in the background from the repository
 # root and give the same command again after a stop:
 #     nohup benchmarks/queue.sh > benchmarks/queue.log 2>&1 &
-# Each line is "protocol method seed"; first_task lines run benchmarks/first_task.py for one seed.
+# Each line is "protocol method seed"; first_task lines run benchmarks/first_task.py for one seed. A file
+# benchmarks/queue.stop makes the queue stop before its next run.
 set -u
 cd "$(dirname "$0")/.."
 queue() {
+  # One real-data number for every method first, then the seeds the issues ask for.
   cat <<'RUNS'
 r5 finetune 1993
 r5 replay 1993
+r5df abd 1993
+t5 cpg 1993
+r5df lwf_mc 1993
+t5 packnet 1993
 r5 lwf 1993
 r5 icarl 1993
+r5df deepinversion 1993
+t5 piggyback 1993
+t5 individual 1993
+t5 finetune 1993
 r5 finetune 1994
 r5 replay 1994
 r5 lwf 1994
 r5 icarl 1994
+r5df abd 1994
+r5df lwf_mc 1994
+t5 cpg 1994
+t5 packnet 1994
 r5 finetune 1995
 r5 replay 1995
 r5 lwf 1995
 r5 icarl 1995
+r5df abd 1995
+r5df lwf_mc 1995
+t5 cpg 1995
+t5 packnet 1995
 first_task - 1993
 first_task - 1994
 first_task - 1995
@@ -38,18 +56,11 @@ r5 ewc 1993
 r5 e2e 1993
 r5 lucir 1993
 r5 lwf_coreset 1993
+r5df lwf_synthetic 1993
 RUNS
-  # Runs of methods that exist only once their configs are there (data-free, parameter isolation).
-  for protocol_dir in configs/reproduce/r5df configs/reproduce/t5; do
-    [ -d "$protocol_dir" ] || continue
-    for seed in 1993 1994 1995; do
-      for config in "$protocol_dir"/*.yaml; do
-        [ -e "$config" ] && echo "$(basename "$protocol_dir") $(basename "$config" .yaml) $seed"
-      done
-    done
-  done
 }
 queue | while read -r protocol method seed; do
+  [ -f benchmarks/queue.stop ] && { echo "stopped by benchmarks/queue.stop"; exit 0; }
   if [ "$protocol" = first_task ]; then
     python benchmarks/first_task.py --seeds "$seed" || exit 1
     continue
