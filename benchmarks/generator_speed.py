@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -88,6 +89,7 @@ def main() -> None:
         "generator_parameters": sum(p.numel() for p in dreamer.generator.parameters()),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "load_average_1min_at_end": os.getloadavg()[0],  # other processes on the same cores slow every number
         "steps": args.steps,
         "torch": torch.__version__,
         "python": platform.python_version(),
