@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,26 @@ def test_compare_of_the_readme_example_after_running_twice_shows_differing_setti
     assert "Settings that differ between these runs" in text
     assert "| `epoch` | 1 | 2 | 1 |" in text
     assert finetune[1] in text and finetune[0] not in text
+
+
+def test_data_root_at_an_archive_says_how_to_extract_it_and_that_works(workdir):
+    import re
+    import tarfile
+
+    from dataset_files import write_image_folder
+
+    write_image_folder(workdir / "src" / "tiny-images", classes=tuple("abcdef"), per_class=4, size=8)
+    archive = workdir / "tiny-images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(workdir / "src" / "tiny-images", arcname="tiny-images")
+    shutil.rmtree(workdir / "src")
+    proc = cli("run", "c.yaml", "dataset=image_folder", f"data_root={archive.name}", cwd=workdir)
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert not (workdir / "runs").exists()
+    command = re.search(r"\((mkdir -p data && tar xf \S+ -C data)\)", message).group(1)
+    data_root = re.search(r"set data_root: (\S+)", message).group(1)
+    assert data_root == "data/tiny-images"
+    subprocess.run(command, shell=True, cwd=workdir, check=True)  # what the message says to do
+    proc = cli("run", "c.yaml", "dataset=image_folder", f"data_root={data_root}", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr

@@ -30,7 +30,12 @@ from libcontinual.data.datasets.cache import (
     save_entry,
     writable_cache_dir,
 )
-from libcontinual.data.datasets.common import channel_mode, check_image_size, require_data_root
+from libcontinual.data.datasets.common import (
+    channel_mode,
+    check_image_size,
+    require_data_root,
+    require_folder,
+)
 from libcontinual.data.datasets.imaging import decode_image, is_hidden, run_in_chunks
 from libcontinual.data.types import ClassificationData
 from libcontinual.errors import DataError
@@ -110,10 +115,13 @@ def is_image_name(name: str) -> bool:
 
 
 def _list_classes(root: Path) -> list[str]:
+    require_folder(root, "image_folder", "train/<class>/<image> and test/<class>/<image>")
     if not root.is_dir():
         raise DataError(
             f"image folder {root} not found: data_root must hold "
-            f"train/<class>/<image> and test/<class>/<image>"
+            f"train/<class>/<image> and test/<class>/<image>. Set data_root (in the config, or "
+            f"data_root=FOLDER on the command line) to such a folder; images in an archive "
+            f"(e.g. cifar10-jpg.tar.gz) are extracted first: mkdir -p data && tar xf ARCHIVE -C data"
         )
     train, test = (_class_folders(root / split) for split in SPLITS)
     if not train:

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from libcontinual.data.datasets.catalog import default_location
-from libcontinual.data.datasets.common import channel_mode, check_image_size, require_data_root
+from libcontinual.data.datasets.common import (
+    channel_mode,
+    check_image_size,
+    require_data_root,
+    require_folder,
+)
 from libcontinual.data.datasets.download import download_file
 from libcontinual.data.datasets.imaging import ensure_channels, resize_images
 from libcontinual.data.types import ClassificationData
@@ -135,6 +140,7 @@ def has_idx_files(root: Path) -> bool:
 
 def _locate(spec: IdxDataset, root: Path, download: bool, url: str | None) -> dict[str, Path]:
     paths: dict[str, Path] = {}
+    require_folder(root, spec.title, f"the four official IDX files ({', '.join(FILES.values())})")
     for key, stem in FILES.items():
         found = _find(root, stem)
         if found is None and download:
