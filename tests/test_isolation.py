@@ -35,7 +35,7 @@ def vgg_config(tiny_config: dict, name: str, **kwargs) -> dict:
     config.update(
         image_size=32,
         epoch=2,
-        backbone={"name": "vgg16_bn", "kwargs": {"width": 0.0625, "fc_features": 1024}},
+        backbone={"name": "vgg16_bn", "kwargs": {"width": 0.0625, "fc_features": 256}},
         method={"name": name, "kwargs": kwargs},
         optimizer={"name": "SGD", "kwargs": {"lr": 0.1, "momentum": 0.9}},
         protocol="task_il",
@@ -187,7 +187,7 @@ def test_gradient_mask_keeps_only_own_weights_and_decays_only_them():
 
 
 def test_growth_keeps_every_weight_and_earlier_outputs(tiny_config):
-    backbone = build_backbone("vgg16_bn", width=0.0625, fc_features=1024)
+    backbone = build_backbone("vgg16_bn", width=0.0625, fc_features=256)
     old = {name: p.detach().clone() for name, p in backbone.named_parameters()}
     ids = {name: id(p) for name, p in backbone.named_parameters()}
     backbone.grow_to(0.1)
@@ -213,7 +213,7 @@ def test_a_grown_model_saves_and_loads_into_a_fresh_one(tiny_config):
     libcontinual.run(config, callbacks=[recorder])
     grown = recorder.methods[-1]
     state = copy.deepcopy(grown.state_dict())
-    backbone = build_backbone("vgg16_bn", width=0.0625, fc_features=1024)
+    backbone = build_backbone("vgg16_bn", width=0.0625, fc_features=256)
     fresh = METHODS.get("cpg")(backbone, backbone.num_features, 6, **CPG_GROWS)
     fresh.load_state_dict(state)
     fresh.eval()
