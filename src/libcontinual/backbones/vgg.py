@@ -29,9 +29,19 @@ FC_FEATURES = 4096
 class VGG16BN(Backbone):
     """``features`` (conv/BN/ReLU/pool) -> flatten -> ``classifier`` (two Linear+ReLU) -> ``head``."""
 
-    def __init__(self, in_channels: int = 3, width: float = 1.0, fc_features: int = FC_FEATURES) -> None:
+    def __init__(
+        self, in_channels: int = 3, width: float = 1.0, fc_features: int = FC_FEATURES, input_size: int = 32
+    ) -> None:
         if width <= 0 or fc_features < 1:
             raise ConfigError(f"vgg16_bn needs width > 0 and fc_features >= 1, got {width}, {fc_features}")
+        if input_size < 32 or input_size % 32:
+            raise ConfigError(
+                f"vgg16_bn: input_size must be a multiple of 32 (5 max-pools), got {input_size}"
+            )
+        self.input_size = input_size
+        self.spatial = (
+            input_size // 32
+        ) ** 2  # positions left after the 5 pools, flattened with the channels
         self.width = float(width)
         self.base_fc_features = fc_features
         channels = self.channels_at(width)
@@ -47,7 +57,7 @@ class VGG16BN(Backbone):
         self.features = nn.Sequential(*layers)
         features = self.num_features
         self.classifier = nn.Sequential(
-            nn.Linear(previous, features), nn.ReLU(), nn.Linear(features, features), nn.ReLU()
+            nn.Linear(previous * self.spatial, features), nn.ReLU(), nn.Linear(features, features), nn.ReLU()
         )
         for module in self.modules():
             _initialise(module)
@@ -60,8 +70,11 @@ class VGG16BN(Backbone):
         return max(1, int(self.base_fc_features * width))
 
     def forward_features(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != 32 or x.shape[-2] != 32:
-            raise ValueError(f"vgg16_bn takes 32x32 images, got {tuple(x.shape[-2:])}")
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            raise ValueError(
+                f"vgg16_bn takes {self.input_size}x{self.input_size} images (backbone.kwargs.input_size), "
+                f"got {tuple(x.shape[-2:])}"
+            )
         return self.classifier(torch.flatten(self.features(x), 1))
 
     @torch.no_grad()
@@ -80,7 +93,7 @@ class VGG16BN(Backbone):
             previous = out
         features = self.features_at(width)
         first, second = self.classifier[0], self.classifier[2]
-        for linear, shape in ((first, (features, previous)), (second, (features, features))):
+        for linear, shape in ((first, (features, previous * self.spatial)), (second, (features, features))):
             _widen(linear.weight, shape, lambda t: nn.init.normal_(t, 0.0, 0.01))
             _widen(linear.bias, shape[:1], nn.init.zeros_)
             linear.out_features, linear.in_features = shape
@@ -142,8 +155,12 @@ def _widen_norm(norm: nn.BatchNorm2d, channels: int) -> None:
 
 
 @register_backbone("vgg16_bn")
-def vgg16_bn(in_channels: int = 3, width: float = 1.0, fc_features: int = FC_FEATURES) -> VGG16BN:
-    """CIFAR VGG16-BN of the CPG code; ``width`` multiplies every layer (0.25 = a quarter of the channels)."""
+def vgg16_bn(
+    in_channels: int = 3, width: float = 1.0, fc_features: int = FC_FEATURES, input_size: int = 32
+) -> VGG16BN:
+    """CIFAR VGG16-BN of the CPG code; ``width`` multiplies every layer (0.25 = a quarter of the channels).
+
+    ``input_size`` (a multiple of 32) sets the flattened features: 512·width·(input_size/32)²."""
     if not math.isfinite(width):
         raise ConfigError(f"vgg16_bn: width must be a finite number, got {width}")
-    return VGG16BN(in_channels, width, fc_features)
+    return VGG16BN(in_channels, width, fc_features, input_size)
