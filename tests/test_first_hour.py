@@ -68,3 +68,34 @@ def test_readme_python_example_shortens_every_task_and_switches_method():
     assert config.method.name == "joint" and config.method.kwargs == {}  # finetune's ce_classes went
     config, _ = load_config("demo", ["method.name=joint"])
     assert config.method.kwargs == {}
+
+
+def test_figures_as_svg_or_pdf_with_readable_legends_and_visible_zero_bars(tiny_config, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from libcontinual.report import plots
+    from libcontinual.report.load import load_run
+
+    tiny_config.update(epoch=3, method={"name": "finetune", "kwargs": {"ce_classes": "seen"}})
+    run_dir = libcontinual.run(tiny_config).run_dir
+    assert main(["report", str(run_dir), "--format", "svg"]) == 0
+    report = run_dir / "report"
+    svgs = sorted(p.name for p in report.glob("*.svg"))
+    assert "old_new_cnn.svg" in svgs and not list(report.glob("*.png"))
+    assert all(f"({name})" in (report / "report.md").read_text() for name in svgs)
+    assert (report / "old_new_cnn.svg").read_text().lstrip().startswith("<?xml")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(run_dir), "--out", str(out), "--format", "pdf"]) == 0
+    assert (out / "accuracy_curves.pdf").read_bytes().startswith(b"%PDF")
+    with pytest.raises(SystemExit):  # argparse refuses another format
+        main(["report", str(run_dir), "--format", "gif"])
+    capsys.readouterr()
+
+    run = load_run(run_dir)
+    old, _ = run.old_new("cnn")
+    figure = plots.old_new_figure(run, "cnn", run.classes_seen())
+    ax = figure.axes[0]
+    assert min(text.get_fontsize() for text in ax.get_legend().get_texts()) >= 10
+    zero_bars = [bar for bar in ax.patches if bar.get_height() == 0]
+    assert old[0, -1] == 0.0 and zero_bars  # finetune forgot every old class: a 0 % bar
+    assert all(bar.get_linewidth() > 0 and bar.get_edgecolor()[3] > 0 for bar in zero_bars)
+    assert ax.get_ylim()[0] < 0  # the 0 % line sits above the axis, not on it

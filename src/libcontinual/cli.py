@@ -35,6 +35,7 @@ from libcontinual.engine.trainer import RunInterrupted
 from libcontinual.errors import LibContinualError
 
 EXIT_USER_ERROR = 2
+FIGURE_FORMATS = ("png", "svg", "pdf")  # report.plots.FORMATS, without importing matplotlib here
 
 
 def plain_console(stderr: bool = False) -> Console:
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.set_defaults(handler=cmd_resume)
 
-    report = commands.add_parser("report", help="write report.md and PNG figures into RUN_DIR/report/")
+    report = commands.add_parser("report", help="write report.md and figures (PNG, SVG or PDF) into RUN_DIR/report/")
     report.add_argument("run_dir", help="a finished run directory (single or multi-seed)")
+    report.add_argument("--format", default="png", choices=FIGURE_FORMATS, help="figure files (default png)")
     report.set_defaults(handler=cmd_report)
 
     compare = commands.add_parser(
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
     compare.add_argument("--out", default="comparison", help="output folder (default: ./comparison)")
     compare.add_argument("--force", action="store_true", help="compare even when the protocols differ")
+    compare.add_argument("--format", default="png", choices=FIGURE_FORMATS, help="figure file (default png)")
     compare.set_defaults(handler=cmd_compare)
 
     listing = commands.add_parser(
@@ -179,7 +182,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from libcontinual.report import write_report
 
-    path = write_report(args.run_dir)
+    path = write_report(args.run_dir, image_format=args.format)
     plain_console().print(f"report: {path}")
     return 0
 
@@ -187,9 +190,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from libcontinual.report import compare
 
-    path = compare(args.run_dirs, args.out, force=args.force)
+    path = compare(args.run_dirs, args.out, force=args.force, image_format=args.format)
     csv_name = path.with_suffix(".csv").name
-    plain_console().print(f"comparison: {path} (with {csv_name} and accuracy_curves.png)")
+    plain_console().print(f"comparison: {path} (with {csv_name} and accuracy_curves.{args.format})")
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from libcontinual.engine.files import atomic_write_text
 from libcontinual.report.load import ReportError, Run, Stat, load_runs
-from libcontinual.report.report import plots_module
+from libcontinual.report.report import check_format, plots_module
 from libcontinual.report.tables import SUMMARY_COLUMNS, csv_text, format_number, format_stat, markdown_table
 
 logger = logging.getLogger(__name__)
@@ -28,14 +28,18 @@ COST_COLUMNS = (
 )
 
 
-def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = False) -> Path:
-    """Write the comparison of ``run_dirs`` into ``out_dir``; returns the markdown's path.
+def compare(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = False, image_format: str = "png"
+) -> Path:
+    """Write the comparison of ``run_dirs`` into ``out_dir`` (the figure as png, svg or pdf); returns the
+    markdown's path.
 
     Raises ``ReportError`` naming the differing protocol fields and runs, unless ``force``.
     """
     if not run_dirs:
         raise ReportError("compare needs at least one run directory.")
     plots = plots_module()
+    check_format(plots, image_format)
     runs = load_runs(run_dirs)
     differences = protocol_differences(runs)
     if differences and not force:
@@ -60,7 +64,7 @@ def compare(run_dirs: Sequence[str | Path], out_dir: str | Path, force: bool = F
     spread = " (mean ± std over seeds)" if any(run.multi_seed for run in runs) else ""
     title = f"Accuracy after each task{spread}\n{protocol_title(runs)}"
     figure = plots.curves_figure(curves(plots, runs), title, max_tasks(runs), classes_seen(runs))
-    figure_name = plots.save(figure, out / "accuracy_curves.png").name
+    figure_name = plots.save(figure, out / f"accuracy_curves.{image_format}").name
     path = out / "comparison.md"
     atomic_write_text(path, render(runs, header, rows, differences, figure_name, settings))
     logger.info("comparison of %d runs written to %s", len(runs), out)

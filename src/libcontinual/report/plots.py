@@ -45,7 +45,12 @@ class Curve:
     linestyle: str = "-"
 
 
+LEGEND_SIZE = 10  # legend text, readable when a figure is shrunk into a page or slide
+FORMATS = ("png", "svg", "pdf")  # svg and pdf are vector graphics for papers
+
+
 def save(figure: Figure, path: Path) -> Path:
+    """Write ``figure`` in the format its suffix names (png at 150 dpi, svg, pdf)."""
     figure.savefig(path, dpi=150, bbox_inches="tight")
     return path
 
@@ -100,7 +105,7 @@ def curves_figure(
     task_axis(ax, num_tasks, classes_seen)
     accuracy_axes(ax)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=LEGEND_SIZE, loc="best")
     return figure
 
 
@@ -162,7 +167,7 @@ def task_accuracy_figure(run: Run, classifier: str, classes_seen: Sequence[int] 
     accuracy_axes(ax)
     what = f", mean over {len(run.seeds)} seeds" if run.multi_seed else ""
     ax.set_title(f"Accuracy of each task over time ({classifier}{what})\n{run.title()}", fontsize=10)
-    ax.legend(fontsize=7, ncol=max(1, tasks // 12), loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=LEGEND_SIZE, ncol=max(1, tasks // 12), loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 
 
@@ -181,7 +186,15 @@ def old_new_figure(run: Run, classifier: str, classes_seen: Sequence[int] | None
     )
     for position, values, color, label in bars:
         drawn = ax.bar(
-            position, values.mean(axis=0), width, yerr=_std(run, values), color=color, label=label, **error
+            position,
+            values.mean(axis=0),
+            width,
+            yerr=_std(run, values),
+            color=color,
+            label=label,
+            edgecolor=color,
+            linewidth=1.5,  # a bar at 0 % (old classes after finetune) still shows as a line
+            **error,
         )
         if tasks <= 12 and not run.multi_seed:
             ax.bar_label(drawn, fmt="%.0f", fontsize=7, padding=1)
@@ -189,8 +202,9 @@ def old_new_figure(run: Run, classifier: str, classes_seen: Sequence[int] | None
     ax.plot(x, curve.mean(axis=0), color="black", marker="o", markersize=4, label="all seen classes")
     task_axis(ax, tasks, classes_seen)
     accuracy_axes(ax)
+    ax.set_ylim(-2, 102)  # room below 0 so a 0 % bar is not hidden by the axis
     ax.set_title(f"Old vs new classes ({classifier}, sample-weighted)\n{run.title()}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return figure
 
 
@@ -227,7 +241,7 @@ def training_figure(run: Run) -> Figure | None:
     for ax in (loss_ax, accuracy_ax):
         for start in starts[1:]:
             ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1.0)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=LEGEND_SIZE, loc="best")
     for start in starts[:: max(1, -(-len(starts) // 10))]:
         loss_ax.annotate(
             f"task {records[start]['task']}",

@@ -38,27 +38,34 @@ def plots_module() -> Any:
     return plots
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``report.md`` and its figures into ``run_dir/report/``; returns the markdown's path."""
+def write_report(run_dir: str | Path, image_format: str = "png") -> Path:
+    """Write ``report.md`` and its figures (``image_format``: png, svg or pdf) into ``run_dir/report/``;
+    returns the markdown's path."""
     plots = plots_module()
+    check_format(plots, image_format)
     run = load_run(run_dir)
     out = run.path / "report"
     out.mkdir(exist_ok=True)
-    figures = write_figures(plots, run, out)
+    figures = write_figures(plots, run, out, image_format)
     path = out / "report.md"
     atomic_write_text(path, render(run, figures))
     logger.info("report written to %s", path)
     return path
 
 
-def write_figures(plots: Any, run: Run, out: Path) -> dict[str, str]:
+def check_format(plots: Any, image_format: str) -> None:
+    if image_format not in plots.FORMATS:
+        raise ReportError(f"Figure format {image_format!r} is not one of {', '.join(plots.FORMATS)}.")
+
+
+def write_figures(plots: Any, run: Run, out: Path, image_format: str = "png") -> dict[str, str]:
     """Draw every figure into ``out``; returns file names by figure key."""
     classes_seen = run.classes_seen()
     files: dict[str, str] = {}
 
     def keep(key: str, figure: Any) -> None:
         if figure is not None:
-            files[key] = plots.save(figure, out / f"{key}.png").name
+            files[key] = plots.save(figure, out / f"{key}.{image_format}").name
 
     bases = run.class_incremental_classifiers
     curves = []
