@@ -74,6 +74,7 @@ class RunDirectory:
     @classmethod
     def create(cls, save_path: str | Path, name: str) -> RunDirectory:
         root = Path(save_path)
+        root.mkdir(parents=True, exist_ok=True)  # created now, when a run directory is made in it
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for attempt in range(1000):
             path = root / (f"{name}-{stamp}" if attempt == 0 else f"{name}-{stamp}-{attempt}")
