@@ -269,6 +269,7 @@ def test_sigkill_during_generator_training_then_resume_matches_an_uninterrupted_
 
 
 def test_report_shows_the_pictures_and_the_generators_numbers(tiny_config):
+    pytest.importorskip("matplotlib", reason="reports need the report extra (matplotlib)")
     from libcontinual.report import write_report
 
     tiny_config.update(method={"name": "abd", "kwargs": kwargs_for("abd")}, epoch=1)

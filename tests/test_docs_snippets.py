@@ -286,6 +286,8 @@ def commands(text: str) -> Iterator[str]:
 def run_bash(block: Block, work: Path, log: list[str]) -> None:
     for command in commands(block.text):
         argv = shlex.split(command)
+        if argv[:2] in (["libcontinual", "report"], ["libcontinual", "compare"]):
+            pytest.importorskip("matplotlib", reason=f"`{command}` needs the report extra (matplotlib)")
         if argv[0] == "libcontinual":
             args = []
             for arg in argv[1:]:
