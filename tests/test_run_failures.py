@@ -132,3 +132,12 @@ def test_a_file_size_limit_mid_run_is_one_error_without_a_traceback(tiny_config,
     assert "Traceback" not in run.stderr and "Logging error" not in run.stderr
     assert "File too large" in stderr and "checkpoint-000001.pt" in stderr
     assert "no checkpoint was written yet" in stderr and "libcontinual resume" in stderr
+
+
+def test_a_damaged_metrics_line_is_a_report_error_naming_file_and_line(tmp_path):
+    from libcontinual.report.load import ReportError
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b'{"event": "epoch"}\n\0\0\0\n{"event": "ta\n')
+    with pytest.raises(ReportError, match=r"metrics.jsonl line 3 is not a JSON record"):
+        read_metrics(metrics)
