@@ -143,7 +143,8 @@ def test_compare_of_the_readme_example_after_running_twice_shows_differing_setti
     text = (workdir / "comparison" / "comparison.md").read_text()
     assert "Settings that differ between these runs" in text
     assert "| `epoch` | 1 | 2 | 1 |" in text
-    assert finetune[1] in text and finetune[0] not in text
+    # Names in backticks: two runs started within one second are "name" and "name-1" (a prefix).
+    assert f"`{finetune[1]}`" in text and f"`{finetune[0]}`" not in text
 
 
 def test_data_root_at_an_archive_says_how_to_extract_it_and_that_works(workdir):
