@@ -99,3 +99,25 @@ def test_figures_as_svg_or_pdf_with_readable_legends_and_visible_zero_bars(tiny_
     assert old[0, -1] == 0.0 and zero_bars  # finetune forgot every old class: a 0 % bar
     assert all(bar.get_linewidth() > 0 and bar.get_edgecolor()[3] > 0 for bar in zero_bars)
     assert ax.get_ylim()[0] < 0  # the 0 % line sits above the axis, not on it
+
+
+def test_skip_bad_images_is_logged_in_every_runs_log_also_from_the_cache(tiny_config, tmp_path):
+    from dataset_files import write_image_folder
+
+    files = write_image_folder(tmp_path / "images", classes=tuple("abcdef"), per_class=4, size=8)
+    files["train"][0].write_bytes(b"not an image")
+    tiny_config.update(
+        dataset={
+            "name": "image_folder",
+            "kwargs": {"skip_bad_images": True, "cache_dir": str(tmp_path / "cache")},
+        },
+        data_root=str(tmp_path / "images"),
+        epoch=1,
+    )
+    logs = []
+    for _ in range(2):  # decoded, then read from the cache
+        run_dir = libcontinual.run(tiny_config).run_dir
+        logs.append((run_dir / "log.txt").read_text())
+    assert "Decoded" in logs[0] and "from the cache" in logs[1]
+    for log in logs:
+        assert "WARNING" in log and "Skipped 1 unreadable images" in log and str(files["train"][0]) in log
