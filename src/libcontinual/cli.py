@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.set_defaults(handler=cmd_resume)
 
-    report = commands.add_parser("report", help="write report.md and figures (PNG, SVG or PDF) into RUN_DIR/report/")
+    report = commands.add_parser(
+        "report", help="write report.md and figures (PNG, SVG or PDF) into RUN_DIR/report/"
+    )
     report.add_argument("run_dir", help="a finished run directory (single or multi-seed)")
     report.add_argument("--format", default="png", choices=FIGURE_FORMATS, help="figure files (default png)")
     report.set_defaults(handler=cmd_report)
