@@ -30,6 +30,7 @@ from libcontinual.engine.loggers import logger_callbacks
 from libcontinual.engine.run_dir import LOG_FORMAT, EarlyRecords, RunDirectory, provenance, reset_peak_memory
 from libcontinual.engine.trainer import Callback, RunInterrupted, Trainer
 from libcontinual.errors import ConfigError, LibContinualError, TrainingError
+from libcontinual.methods.base import refuse_buffer
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
 
 logger = logging.getLogger(__name__)
@@ -91,11 +92,8 @@ def check_components(config: ExperimentConfig) -> None:
     )
     method_class = METHODS.get(config.method.name, "key 'method.name'")
     builders.check_kwargs(method_class, config.method.kwargs, "method", "method", config.method.name)
-    if config.buffer is not None and getattr(method_class, "exemplar_free", False):
-        raise ConfigError(
-            f"Method {config.method.name!r} is data-free (memory 0): it keeps no exemplar of a past task. "
-            "Remove 'buffer' from the config."
-        )
+    if method_class.exemplar_free:
+        refuse_buffer(config.buffer, config.method.name)
     if config.buffer is not None:
         builders.check_kwargs(
             BUFFERS.get(config.buffer.name, "key 'buffer.name'"),
@@ -639,16 +637,14 @@ class MetricsFile(Callback):
 
 
 class MethodArtifacts(Callback):
-    """After each task, a method that defines ``write_artifacts(folder, task_index)`` writes its own files
-    into the run directory (e.g. ABD's grid of synthetic images in ``dreams/``)."""
+    """After each task, the method's ``write_artifacts(folder, task_index)`` writes its own files into the
+    run directory (e.g. ABD's grid of synthetic images in ``dreams/``)."""
 
     def __init__(self, run_dir: RunDirectory) -> None:
         self.run_dir = run_dir
 
     def on_task_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        write = getattr(trainer.method, "write_artifacts", None)
-        if write is not None:
-            write(self.run_dir.path, record["task"])
+        trainer.method.write_artifacts(self.run_dir.path, record["task"])
 
 
 def run(

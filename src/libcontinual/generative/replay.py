@@ -26,21 +26,12 @@ from libcontinual.engine.files import atomic_write_text
 from libcontinual.errors import ConfigError
 from libcontinual.generative.dreamer import Dreamer, GeneratorReport, GeneratorSettings
 from libcontinual.generative.pictures import class_grid, to_unit_range, write_png
-from libcontinual.methods.base import Method, frozen_copy
+from libcontinual.methods.base import Method, frozen_copy, refuse_buffer
 
 logger = logging.getLogger(__name__)
 
 PICTURES_PER_CLASS = 8
 BALANCE_SAMPLES = 1024
-
-
-def refuse_buffer(buffer: Any, method: str) -> None:
-    """Data-free methods keep no exemplar: a configured buffer is an error, not silently ignored."""
-    if buffer is not None:
-        raise ConfigError(
-            f"Method {method!r} is data-free (memory 0, protocol R5-DF): it keeps no exemplar of a past "
-            "task. Remove 'buffer' from the config."
-        )
 
 
 class GenerativeReplay(Method):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
+from libcontinual.errors import ConfigError
 
 Batch = dict[str, torch.Tensor]
 
@@ -34,6 +36,7 @@ class Method(nn.Module):
     ``requires_buffer`` makes a run without a buffer fail before training starts.
     ``task_aware_inference`` tells evaluation that task-incremental scores need ``task_id``
     (per-task masks or heads) instead of masking the class-incremental scores.
+    ``exemplar_free`` makes a run with a buffer fail before training starts (data-free methods: memory 0).
     ``frozen_copies`` names attributes that hold a frozen copy of the backbone (a teacher) or None:
     ``train()`` keeps them in eval mode, and on resume they are recreated before the checkpoint's
     weights are loaded into them.
@@ -42,6 +45,7 @@ class Method(nn.Module):
     classifiers: tuple[str, ...] = ("cnn",)
     requires_buffer: bool = False
     task_aware_inference: bool = False
+    exemplar_free: bool = False
     frozen_copies: tuple[str, ...] = ("teacher",)
 
     def __init__(self, backbone: nn.Module, feat_dim: int, num_class: int) -> None:
@@ -138,6 +142,9 @@ class Method(nn.Module):
         """Parameters (or parameter groups) the optimizer of this task trains."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def write_artifacts(self, folder: Path, task_index: int) -> None:
+        """Files a method writes into the run directory after each task (ABD: its synthetic images)."""
+
     def task_report(self) -> dict[str, Any]:
         """What a method records after each task (metrics.jsonl) and in results.json ``method_report``,
         e.g. parameters and mask bytes per task for parameter isolation; empty for most methods."""
@@ -174,6 +181,15 @@ class Method(nn.Module):
         self._loss_sums.clear()
         self._loss_counts.clear()
         return means
+
+
+def refuse_buffer(buffer: Any, method: str) -> None:
+    """An ``exemplar_free`` method keeps no exemplar: a configured buffer is an error, never ignored."""
+    if buffer is not None:
+        raise ConfigError(
+            f"Method {method!r} is data-free (memory 0, protocol R5-DF): it keeps no exemplar of a past "
+            "task. Remove 'buffer' from the config."
+        )
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

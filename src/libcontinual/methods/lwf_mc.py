@@ -25,8 +25,7 @@ from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
-from libcontinual.generative.replay import refuse_buffer
-from libcontinual.methods.base import Batch, Method, frozen_copy
+from libcontinual.methods.base import Batch, Method, frozen_copy, refuse_buffer
 from libcontinual.registry import register_method
 
 
