@@ -2,7 +2,8 @@
 
 loss = CE + (lamda / 2) * sum_k sum_i F_k,i (theta_i - theta*_k,i)^2 (F_k: diagonal Fisher, theta*_k: the
 parameters after task k).
-before_task: grow the head. CE over the new-class logits (PyCIL) or over all seen classes (``ce_classes``).
+before_task: finetune's (grow the head; ``ce_classes`` checked against the buffer). CE over the new-class
+    logits (PyCIL) or over all seen classes (``ce_classes``).
 observe: CE + the penalty on every parameter that existed when a Fisher was computed: the backbone and the
     head chunks of earlier tasks (a head chunk added later has no Fisher entry, so it is not penalised).
 after_task: Fisher = mean over (up to ``fisher_samples``) unaugmented training images of the per-sample
@@ -34,8 +35,9 @@ from torch.func import functional_call, grad, vmap
 from libcontinual.data.augment import Normalize
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
-from libcontinual.methods.base import Batch, Method
-from libcontinual.methods.common import check_ce_classes, task_cross_entropy
+from libcontinual.methods.base import Batch
+from libcontinual.methods.common import task_cross_entropy
+from libcontinual.methods.finetune import FinetuneBaseline
 from libcontinual.registry import register_method
 
 Tensors = dict[str, torch.Tensor]
@@ -64,7 +66,7 @@ def squared_sample_gradients(
 
 
 @register_method("ewc")
-class EWC(Method):
+class EWC(FinetuneBaseline):
     def __init__(
         self,
         backbone: nn.Module,
@@ -78,8 +80,7 @@ class EWC(Method):
         fisher_max: float | None = None,
         ce_classes: str = "new",
     ) -> None:
-        super().__init__(backbone, feat_dim, num_class)
-        check_ce_classes(ce_classes, None)
+        super().__init__(backbone, feat_dim, num_class, ce_classes)
         if fisher_update not in FISHER_UPDATES:
             raise ValueError(f"fisher_update must be one of {FISHER_UPDATES}, got {fisher_update!r}")
         if fisher_samples is not None and fisher_samples <= 0:
@@ -90,15 +91,8 @@ class EWC(Method):
         self.fisher_samples = fisher_samples
         self.sample_labels = sample_labels
         self.fisher_max = fisher_max
-        self.ce_classes = ce_classes
         self.fishers: list[Tensors] = []  # one per past task (per_task), else one in all
         self.anchors: list[Tensors] = []
-
-    def before_task(
-        self, task: TaskInfo, buffer: Any, train_loader: DeviceLoader, test_loaders: Sequence[DeviceLoader]
-    ) -> None:
-        check_ce_classes(self.ce_classes, buffer)
-        super().before_task(task, buffer, train_loader, test_loaders)
 
     def observe(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch["image"], batch["label"]
