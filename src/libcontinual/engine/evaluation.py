@@ -9,6 +9,7 @@ import torch
 from libcontinual import progress
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
+from libcontinual.distributed import all_reduce_sum
 from libcontinual.methods.base import Method, predict
 
 
@@ -24,6 +25,8 @@ def evaluate(
     Keys are ``<classifier>`` (class-incremental: argmax over every class the head has) and
     ``<classifier>_task_il`` (argmax within the task's own classes). ``tasks[j]`` describes loader j.
     ``task_il_only`` (the task_il protocol: the task id is known at test time) evaluates only the latter.
+    Under torch.distributed each rank's loaders hold its shard of the test sets; the counts of correct
+    predictions and of samples are summed over ranks, so every rank returns the whole test set's accuracy.
     """
     was_training = method.training
     method.eval()
@@ -42,8 +45,10 @@ def evaluate(
                 if method.task_aware_inference or task_il_only:
                     scores = _cover(method.scores(batch["image"], task_id, classifier), task_classes)
                 correct_task_il += (predict(scores, task_classes) == labels).sum()
-            class_il.append(100.0 * int(correct_class_il) / loader.num_samples)
-            task_il.append(100.0 * int(correct_task_il) / loader.num_samples)
+            counts = torch.stack([correct_class_il, correct_task_il, torch.tensor(loader.num_samples, device=loader.device)])
+            correct_class_il, correct_task_il, samples = all_reduce_sum(counts).tolist()
+            class_il.append(100.0 * correct_class_il / samples)
+            task_il.append(100.0 * correct_task_il / samples)
         if not task_il_only:
             results[classifier] = class_il
         results[f"{classifier}_task_il"] = task_il
