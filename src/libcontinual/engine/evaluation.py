@@ -45,7 +45,8 @@ def evaluate(
                 if method.task_aware_inference or task_il_only:
                     scores = _cover(method.scores(batch["image"], task_id, classifier), task_classes)
                 correct_task_il += (predict(scores, task_classes) == labels).sum()
-            counts = torch.stack([correct_class_il, correct_task_il, torch.tensor(loader.num_samples, device=loader.device)])
+            samples = torch.tensor(loader.num_samples, device=loader.device)
+            counts = torch.stack([correct_class_il, correct_task_il, samples])
             correct_class_il, correct_task_il, samples = all_reduce_sum(counts).tolist()
             class_il.append(100.0 * correct_class_il / samples)
             task_il.append(100.0 * correct_task_il / samples)
