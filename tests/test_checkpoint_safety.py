@@ -23,7 +23,8 @@ from libcontinual.engine.checkpoint import (
     decode,
     encode,
 )
-from libcontinual.engine.experiment import UntrustedCode, register_everything, resume
+from libcontinual.engine.entry import resume
+from libcontinual.engine.experiment import UntrustedCode, register_everything
 from libcontinual.engine.run_dir import RunDirectory
 from libcontinual.engine.trainer import Callback, RunInterrupted
 from libcontinual.errors import ConfigError

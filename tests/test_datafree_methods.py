@@ -19,7 +19,8 @@ from libcontinual.buffers.linear import LinearBuffer
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
 from libcontinual.engine.checkpoint import CheckpointStore
-from libcontinual.engine.experiment import register_everything, resume
+from libcontinual.engine.entry import resume
+from libcontinual.engine.experiment import register_everything
 from libcontinual.errors import ConfigError
 from libcontinual.generative.dreamer import Dreamer
 from libcontinual.registry import METHODS

@@ -28,7 +28,7 @@ import yaml
 
 from libcontinual import cli
 from libcontinual.config import ComponentConfig, ExperimentConfig, deep_merge, load_config, parse_yaml_value
-from libcontinual.engine import builders, experiment, seeds
+from libcontinual.engine import builders, entry, seeds
 from libcontinual.engine.experiment import check_components, register_everything
 from libcontinual.registry import BACKBONES, BUFFERS, DATASETS, METHODS, SCENARIOS
 
@@ -192,7 +192,7 @@ def shrink(config: ExperimentConfig) -> ExperimentConfig:
 @pytest.fixture
 def tiny_experiments(monkeypatch):
     """Every experiment started through the library (API, CLI, resume, multi-seed) runs shrunk."""
-    run_any, run_experiment = experiment.run_any, experiment.run_experiment
+    run_any, run_experiment = entry.run_any, entry.run_experiment
 
     def shrunk_run_any(config, config_path, callbacks=()):
         return run_any(shrink(config), config_path, callbacks)
@@ -200,8 +200,8 @@ def tiny_experiments(monkeypatch):
     def shrunk_run_experiment(config, *args, **kwargs):
         return run_experiment(shrink(config), *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "run_any", shrunk_run_any)
-    monkeypatch.setattr(experiment, "run_experiment", shrunk_run_experiment)
+    monkeypatch.setattr(entry, "run_any", shrunk_run_any)
+    monkeypatch.setattr(entry, "run_experiment", shrunk_run_experiment)
     monkeypatch.setattr(seeds, "run_experiment", shrunk_run_experiment)
 
 
@@ -224,9 +224,9 @@ def restore_registries():
 def mirror_repository(root: Path) -> Path:
     """A folder whose entries link to the repository's top-level entries (``configs/`` resolves)."""
     root.mkdir()
-    for entry in REPO.iterdir():
-        if entry.name not in {".git", "runs", "site", "comparison", ".pytest_cache", ".ruff_cache"}:
-            (root / entry.name).symlink_to(entry)
+    for item in REPO.iterdir():
+        if item.name not in {".git", "runs", "site", "comparison", ".pytest_cache", ".ruff_cache"}:
+            (root / item.name).symlink_to(item)
     return root
 
 

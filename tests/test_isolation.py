@@ -11,7 +11,8 @@ import torch
 import libcontinual
 from libcontinual.backbones import build_backbone
 from libcontinual.config import load_config
-from libcontinual.engine.experiment import register_everything, resume
+from libcontinual.engine.entry import resume
+from libcontinual.engine.experiment import register_everything
 from libcontinual.engine.trainer import Callback
 from libcontinual.errors import ConfigError
 from libcontinual.isolation.masks import (

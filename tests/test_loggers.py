@@ -11,7 +11,7 @@ import pytest
 
 import libcontinual
 from libcontinual.config import LOGGERS, load_config
-from libcontinual.engine.experiment import resume
+from libcontinual.engine.entry import resume
 from libcontinual.engine.loggers import LOGGERS as LOGGER_CLASSES
 from libcontinual.errors import ConfigError
 from test_resume import CrashAt, SimulatedCrash

@@ -13,7 +13,8 @@ import yaml
 
 import libcontinual
 from libcontinual.engine.checkpoint import CheckpointStore, decode
-from libcontinual.engine.experiment import register_everything, resume
+from libcontinual.engine.entry import resume
+from libcontinual.engine.experiment import register_everything
 from libcontinual.engine.trainer import Callback
 from libcontinual.errors import ConfigError, TrainingError
 from libcontinual.registry import METHODS

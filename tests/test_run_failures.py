@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 import libcontinual
-from libcontinual.engine import files
+from libcontinual import files
 from libcontinual.engine import run_dir as run_dir_module
 from libcontinual.engine.checkpoint import CheckpointStore
-from libcontinual.engine.experiment import register_everything, resume
+from libcontinual.engine.entry import resume
+from libcontinual.engine.experiment import register_everything
 from libcontinual.engine.trainer import Callback
 from libcontinual.errors import TrainingError
 from libcontinual.report.load import read_metrics

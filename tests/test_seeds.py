@@ -43,7 +43,7 @@ def test_seeds_and_repeat_together_is_an_error(tiny_config):
 
 
 def test_a_crashed_multi_seed_run_resumes_to_the_same_aggregate(tiny_config):
-    from libcontinual.engine.experiment import resume
+    from libcontinual.engine.entry import resume
     from test_resume import CrashAt, SimulatedCrash
 
     tiny_config.update(epoch=2, seeds=[3, 4])

@@ -12,7 +12,8 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+source"
 
 from libcontinual.config import ExperimentConfig, load_config  # noqa: E402
-from libcontinual.engine.experiment import RunResult, run  # noqa: E402
+from libcontinual.engine.entry import run  # noqa: E402
+from libcontinual.engine.experiment import RunResult  # noqa: E402
 from libcontinual.methods.base import Finetune, Method  # noqa: E402
 from libcontinual.registry import (  # noqa: E402
     register_backbone,

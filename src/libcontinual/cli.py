@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from libcontinual import progress
+from libcontinual.distributed import launched_as_main
 from libcontinual.engine.trainer import RunInterrupted
 from libcontinual.errors import LibContinualError
 
@@ -137,8 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(console: Console, verbose: bool) -> None:
+    """Log lines on stderr; under torchrun, ranks other than 0 print warnings and errors only."""
     logger = logging.getLogger("libcontinual")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not launched_as_main():
+        logger.setLevel(logging.WARNING)
     if console.is_terminal:
         handler: logging.Handler = RichHandler(console=console, show_path=False, markup=False)
     else:
@@ -152,18 +156,20 @@ def setup_logging(console: Console, verbose: bool) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from libcontinual.config import load_config
-    from libcontinual.engine.experiment import run_any
+    from libcontinual.engine.entry import run_any
 
     config, config_path = load_config(args.config, args.overrides)
     with terminal_progress(args.console) as callbacks:
         result = run_any(config, config_path, callbacks)
-    print_results(plain_console(), result.results)
-    plain_console().print(f"run directory: {result.run_dir}")
+    if launched_as_main():
+        print_results(plain_console(), result.results)
+        plain_console().print(f"run directory: {result.run_dir}")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from libcontinual.engine.experiment import resume, run_plugins
+    from libcontinual.engine.entry import resume
+    from libcontinual.engine.experiment import run_plugins
 
     trust = args.trust
     if not trust and sys.stdin.isatty() and (plugins := run_plugins(args.run_dir)):
@@ -176,8 +182,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
         trust = answer.strip().lower() in ("y", "yes")
     with terminal_progress(args.console) as callbacks:
         result = resume(args.run_dir, callbacks, trust=trust)
-    print_results(plain_console(), result.results)
-    plain_console().print(f"run directory: {result.run_dir}")
+    if launched_as_main():
+        print_results(plain_console(), result.results)
+        plain_console().print(f"run directory: {result.run_dir}")
     return 0
 
 
@@ -202,7 +209,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def terminal_progress(console: Console) -> Iterator[list[Any]]:
     """Rich progress bars on a terminal (decoding, batches, evaluation, herding, between-task work), with
     the trainer callback that draws the batches; on a file or pipe nothing but the log lines."""
-    if not console.is_terminal:
+    if not console.is_terminal or not launched_as_main():
         yield []
         return
     reporter = RichProgress(console)

@@ -103,6 +103,23 @@ class AugmentConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Runs launched by torchrun (docs/distributed.md); without torchrun these keys change nothing."""
+
+    backend: str | None = _doc("torch.distributed backend; null = nccl on CUDA, gloo on CPU.", None)
+    sync_batchnorm: bool = _doc(
+        "Convert the backbone's BatchNorm layers to SyncBatchNorm (statistics of the global batch, as "
+        "one process computes them; CUDA only). false = each rank normalises by its own shard.",
+        False,
+    )
+    find_unused_parameters: bool = _doc(
+        "DistributedDataParallel's find_unused_parameters: true lets a step leave trained parameters "
+        "unused (per-task heads, masks); false is a little faster when every step uses all of them.",
+        True,
+    )
+
+
+@dataclass
 class NormalizeConfig:
     """Per-channel normalisation statistics (on images scaled to [0, 1])."""
 
@@ -193,6 +210,11 @@ class ExperimentConfig:
     )
     compile: bool = _doc(
         "torch.compile the backbone in place (nn.Module.compile); GPU only in practice.", False
+    )
+    distributed: DistributedConfig = _doc(
+        "Several processes under torchrun: backend, SyncBatchNorm, unused parameters. batch_size stays "
+        "the global batch; each of N ranks trains on batch_size / N of it.",
+        factory=DistributedConfig,
     )
     num_threads: int | None = _doc("torch.set_num_threads on CPU; null keeps PyTorch's default.", None)
     save_path: str = _doc("Folder that receives one run directory per run.", "runs")
@@ -685,6 +707,6 @@ def classes_needed(config: ExperimentConfig) -> int:
 
 def save_config(config: ExperimentConfig, path: Path) -> None:
     """Write the resolved config as YAML (it loads back into the same config)."""
-    from libcontinual.engine.files import atomic_write_text
+    from libcontinual.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

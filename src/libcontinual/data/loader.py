@@ -2,6 +2,10 @@
 
 A batch is an index gather plus batched augmentation on the device; every random draw comes from
 the loader's own seeded generator, whose state is part of a checkpoint.
+
+Under torch.distributed a training loader yields this rank's shard of each global batch: every rank
+draws the same epoch order and augments the whole global batch with the same generator (so the images
+are those one process would see), then keeps its contiguous shard (``distributed.shard_bounds``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from libcontinual.distributed import SINGLE, Ranks, shard_bounds
+
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 
@@ -17,7 +23,10 @@ class DeviceLoader:
     """Iterates ``{"image": float (B, C, H, W), "label": int64 (B,)}`` batches.
 
     ``images`` is uint8 (N, C, H, W); it is moved to ``device`` once. ``extend`` appends samples
-    (a LinearBuffer merges exemplars into the next task's data this way).
+    (a LinearBuffer merges exemplars into the next task's data this way). With ``ranks`` of several
+    processes, each batch also carries ``global_size`` (the batch one process would train on) and
+    ``shard_size`` (this rank's part of it); a rank whose shard is empty (a last batch smaller than the
+    number of processes) gets the batch's first sample with ``shard_size`` 0, so the trainer weighs it 0.
     """
 
     def __init__(
@@ -32,6 +41,7 @@ class DeviceLoader:
         drop_last: bool = False,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        ranks: Ranks = SINGLE,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -46,6 +56,7 @@ class DeviceLoader:
         self.generator = generator
         self.drop_last = drop_last
         self.channels_last = channels_last
+        self.ranks = ranks
 
     @property
     def num_samples(self) -> int:
@@ -81,7 +92,18 @@ class DeviceLoader:
             images = self.transform(images, self.generator)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            yield {"image": images, "label": labels}
+            if not self.ranks.active:
+                yield {"image": images, "label": labels}
+                continue
+            global_size = int(labels.shape[0])
+            first, stop = shard_bounds(global_size, self.ranks)
+            shard = slice(first, stop) if stop > first else slice(0, 1)
+            yield {
+                "image": images[shard],
+                "label": labels[shard],
+                "global_size": global_size,
+                "shard_size": stop - first,
+            }
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         return self.batches(self.epoch_order())

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from libcontinual.engine.files import atomic_write_bytes
 from libcontinual.errors import TrainingError
+from libcontinual.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from libcontinual import distributed
 from libcontinual.config import ExperimentConfig, load_config, save_config
 from libcontinual.data.augment import BatchAugment, Normalize
 from libcontinual.data.defaults import dataset_defaults
@@ -271,16 +272,33 @@ def run_experiment(
 
     With ``resume_dir`` (or ``config.resume``), continue that run from its newest valid checkpoint.
     ``run_path`` names the new run directory exactly (multi-seed runs use ``seed-<s>``). ``trust`` also
-    loads checkpoints of the older format, whose loading can run code (see :func:`resume`).
+    loads checkpoints of the older format, whose loading can run code (see :func:`resume`). Under
+    torchrun every process calls this; rank 0 alone writes (``callbacks`` run on rank 0 only).
     """
     config_dir = config_path.parent if config_path is not None else None
     register_everything()
     config = dataclasses.replace(config, plugins=builders.resolve_plugins(config.plugins, config_dir))
     builders.load_plugins(config.plugins, None)
     check_components(config)
-    device = resolve_device(config.device)
-    with torch_settings(config), EarlyRecords.capture():
+    with distributed_session(config) as device, torch_settings(config), EarlyRecords.capture():
         return _run(config, callbacks, resume_dir, run_path, device, trust)
+
+
+@contextlib.contextmanager
+def distributed_session(config: ExperimentConfig) -> Iterator[torch.device]:
+    """The device of this process; under torchrun, inside the process group (joined here unless an
+    outer session, e.g. of a multi-seed run, already has it). A collective that fails because another
+    rank stopped becomes one clear error."""
+    ranks = distributed.environment_ranks()
+    device = distributed.check_devices(ranks, resolve_device(config.device), torch.cuda.device_count())
+    distributed.backend_for(device, config.distributed.backend)  # a wrong backend fails before any work
+    with distributed.process_group(ranks, device, config.distributed.backend):
+        try:
+            yield device
+        except (RuntimeError, OSError) as exc:
+            if ranks.active and distributed.is_peer_failure(exc):
+                raise distributed.lost_peer(exc) from None
+            raise
 
 
 def _run(
@@ -291,10 +309,11 @@ def _run(
     device: torch.device,
     trust: bool = False,
 ) -> RunResult:
+    ranks = distributed.current()
     if resume_dir is None and config.resume:
         resume_dir = find_unfinished_run(config)
     reset_peak_memory()  # the recorded peak is this run's, not an earlier run's in the same process
-    if resume_dir is None:
+    if resume_dir is None and ranks.is_main:
         check_save_path(config.save_path)
     data = load_dataset(config)
     scenario = build_scenario(config, data)
@@ -304,6 +323,8 @@ def _run(
     buffer = build_buffer(config)
     train_transform, test_transform = build_transforms(config, data)
     check_disk_space(config.save_path, method, scenario)
+    if not ranks.is_main:
+        return _run_other_rank(config, scenario, method, buffer, train_transform, test_transform, device)
 
     if resume_dir is None:
         if run_path is None:
@@ -334,6 +355,7 @@ def _run(
         checkpoint = None
         if resume_dir is not None:
             checkpoint = load_for_resume(store, run_dir)
+        distributed.broadcast_object((str(run_dir.path), checkpoint))
         logger.info("run directory %s", run_dir.path)
         logger.info(
             "dataset %s: %d classes, %d train / %d test images of %s; %d tasks, class order %s",
@@ -345,6 +367,14 @@ def _run(
             len(scenario.tasks),
             scenario.class_order,
         )
+        if ranks.active:
+            logger.info(
+                "torch.distributed: %d processes (%s); global batch %d, %s per rank",
+                ranks.world_size,
+                distributed.backend_for(device, config.distributed.backend),
+                config.batch_size,
+                "/".join(map(str, distributed.shard_sizes(config.batch_size, ranks.world_size))),
+            )
         trainer = Trainer(
             config,
             scenario,
@@ -369,10 +399,12 @@ def _run(
             "protocol": protocol(config, data, scenario),
             "test_sizes": trainer.test_sizes(),
             **results,
+            "processes": ranks.world_size,
             "provenance": provenance(),
         }
         run_dir.write_results(results)
         logger.info("results written to %s", run_dir.results_path)
+        distributed.barrier()
     except RunInterrupted as stop:
         logger.warning(
             "stopped by %s after writing a checkpoint; continue with: libcontinual resume %s",
@@ -381,18 +413,39 @@ def _run(
         )
         raise
     except OSError as exc:
-        error = storage_error(exc, run_dir, store)
+        peer_failed = ranks.active and distributed.is_peer_failure(exc)
+        error = distributed.lost_peer(exc) if peer_failed else storage_error(exc, run_dir, store)
         run_dir.detach_log()
         log_failure(run_dir.log_path, error)
         raise error from None
     except BaseException as exc:
         run_dir.detach_log()
-        log_failure(run_dir.log_path, exc)
+        peer_failed = ranks.active and isinstance(exc, RuntimeError) and distributed.is_peer_failure(exc)
+        log_failure(run_dir.log_path, distributed.lost_peer(exc) if peer_failed else exc)
         raise
     finally:
         run_dir.detach_log()
         run_dir.unlock()
     return RunResult(run_dir=run_dir.path, results=results)
+
+
+def _run_other_rank(
+    config: ExperimentConfig,
+    scenario: Scenario,
+    method: Any,
+    buffer: Any,
+    train_transform: BatchAugment,
+    test_transform: Normalize,
+    device: torch.device,
+) -> RunResult:
+    """A rank other than 0: the same training, nothing written. Rank 0 sends the run directory's path
+    and, on resume, the checkpoint it loaded (so every rank continues from the same one)."""
+    path, checkpoint = distributed.broadcast_object(None)
+    trainer = Trainer(config, scenario, method, buffer, train_transform, test_transform, device)
+    with stop_on_signals(trainer):
+        results = trainer.fit(checkpoint)
+    distributed.barrier()
+    return RunResult(run_dir=Path(path), results=results)
 
 
 def storage_error(exc: OSError, run_dir: RunDirectory, store: CheckpointStore) -> TrainingError:
@@ -447,31 +500,6 @@ def run_plugins(run_dir: str | Path) -> list[str]:
     """The plugins a run directory's config.yaml would import on resume (no code runs)."""
     config, _ = load_config(Path(run_dir) / "config.yaml")
     return list(config.plugins)
-
-
-def resume(run_dir: str | Path, callbacks: Sequence[Callback] = (), trust: bool = False) -> RunResult:
-    """Continue a run directory from its newest valid checkpoint (its saved config is used).
-
-    Loading a run runs no code from it unless ``trust`` is set: checkpoints are read with
-    ``torch.load(weights_only=True)``, and ``plugins`` listed in its config.yaml are refused
-    (:class:`UntrustedCode`). ``trust=True`` imports them, and reads checkpoints of the older format.
-    """
-    path = Path(run_dir)
-    config_file = path / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"{path} is not a run directory: {config_file} is missing.")
-    if (path / "results.json").exists():
-        raise ConfigError(f"Run {path} has already finished (results.json exists); nothing to resume.")
-    config, _ = load_config(config_file)
-    if config.plugins and not trust:
-        raise UntrustedCode(path, config.plugins)
-    # save_path in config.yaml may be relative to where the run started; the run lives where it is now.
-    config = dataclasses.replace(config, save_path=str(path.absolute().parent))
-    if config.seed_list:
-        from libcontinual.engine.seeds import run_seeds
-
-        return run_seeds(config, None, callbacks, resume_dir=path, trust=trust)
-    return run_experiment(config, None, callbacks, resume_dir=path, trust=trust)
 
 
 def load_for_resume(store: CheckpointStore, run_dir: RunDirectory) -> dict[str, Any] | None:
@@ -645,28 +673,3 @@ class MethodArtifacts(Callback):
 
     def on_task_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         trainer.method.write_artifacts(self.run_dir.path, record["task"])
-
-
-def run(
-    config: str | Path | dict[str, Any],
-    overrides: list[str] | None = None,
-    callbacks: Sequence[Callback] = (),
-    **kwargs: Any,
-) -> RunResult:
-    """Run an experiment from a YAML path or dict; ``key.sub=value`` overrides and nested keyword overrides.
-
-    Example: ``libcontinual.run("configs/demo.yaml", epoch=1, method={"name": "joint"})``.
-    """
-    experiment_config, config_path = load_config(config, overrides, kwargs or None)
-    return run_any(experiment_config, config_path, callbacks)
-
-
-def run_any(
-    config: ExperimentConfig, config_path: Path | None, callbacks: Sequence[Callback] = ()
-) -> RunResult:
-    """One run, or one per seed with an aggregate when the config lists several seeds."""
-    if config.seed_list:
-        from libcontinual.engine.seeds import run_seeds
-
-        return run_seeds(config, config_path, callbacks)
-    return run_experiment(config, config_path, callbacks)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from libcontinual.config import ExperimentConfig
-from libcontinual.engine.files import atomic_write_text
 from libcontinual.engine.trainer import Callback, Trainer
+from libcontinual.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from libcontinual.engine.files import atomic_write_json, with_filename
 from libcontinual.errors import ConfigError, TrainingError
+from libcontinual.files import atomic_write_json, with_filename
 
 try:
     import fcntl

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from libcontinual import distributed
 from libcontinual.config import ExperimentConfig, save_config
 from libcontinual.engine.experiment import RunResult, check_save_path, find_unfinished_run, run_experiment
 from libcontinual.engine.run_dir import RunDirectory, provenance
@@ -48,26 +49,34 @@ def run_seeds(
     resume_dir: Path | None = None,
     trust: bool = False,
 ) -> RunResult:
-    """Run (or finish) every seed, then write the aggregate results.json in the parent directory."""
+    """Run (or finish) every seed, then write the aggregate results.json in the parent directory.
+    Under torchrun every rank runs each seed; rank 0 decides what each seed needs and writes."""
+    is_main = distributed.current().is_main
     if resume_dir is None and config.resume:
         resume_dir = find_unfinished_run(config)
-    if resume_dir is None:
+    parent = None
+    if is_main and resume_dir is None:
         check_save_path(config.save_path)
         parent = RunDirectory.create(config.save_path, config.name or config.method.name).path
         save_config(config, parent / "config.yaml")
-    else:
+    elif is_main:
         parent = Path(resume_dir)
+    parent = Path(distributed.broadcast_object(None if parent is None else str(parent)))
     per_seed = []
     for seed in config.seed_list:
         child = seed_config(config, seed, parent)
         path = parent / f"seed-{seed}"
-        if (path / "results.json").exists():
+        state = "finished" if (path / "results.json").exists() else "started" if path.exists() else "new"
+        state = distributed.broadcast_object(state)
+        if state == "finished":
             logger.info("seed %d already finished in %s", seed, path)
             per_seed.append(RunResult(path, json.loads((path / "results.json").read_text())))
-        elif path.exists():
+        elif state == "started":
             per_seed.append(run_experiment(child, config_path, callbacks, resume_dir=path, trust=trust))
         else:
             per_seed.append(run_experiment(child, config_path, callbacks, run_path=path))
+    if not is_main:
+        return RunResult(run_dir=parent, results={})
     results = aggregate([r.results for r in per_seed], [r.run_dir.name for r in per_seed])
     RunDirectory(parent).write_results(results)
     logger.info("aggregate of %d seeds written to %s", len(per_seed), parent / "results.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -10,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from libcontinual import distributed
 from libcontinual.config import ExperimentConfig
 from libcontinual.data.augment import BatchAugment, Normalize
 from libcontinual.data.loader import DeviceLoader
@@ -20,7 +24,7 @@ from libcontinual.engine.checkpoint import CheckpointStore, rng_state, set_rng_s
 from libcontinual.engine.evaluation import evaluate
 from libcontinual.engine.metrics import summarize
 from libcontinual.engine.run_dir import peak_memory_mb
-from libcontinual.errors import TrainingError
+from libcontinual.errors import ConfigError, TrainingError
 from libcontinual.methods.base import Method
 from libcontinual.progress import track
 
@@ -93,6 +97,12 @@ class EpochProgress:
         return cls(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()})
 
 
+def restart_sums(progress: EpochProgress) -> EpochProgress:
+    """``progress`` with its loss, accuracy and sample sums at zero (its position kept)."""
+    zero = torch.zeros_like(progress.loss_sum)
+    return dataclasses.replace(progress, loss_sum=zero, correct=zero.clone(), seen=0)
+
+
 def loss_sums(method: Method) -> dict[str, Any]:
     """The named-loss sums a method has logged in the current epoch (``Method.log_losses``), so that a
     checkpoint inside an epoch keeps them and the resumed epoch's loss_ce, loss_kd, ... stay right."""
@@ -129,8 +139,30 @@ class FastPath:
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
+class TrainingStep(nn.Module):
+    """What DistributedDataParallel wraps: its forward is the method's ``observe``, so the backward of
+    the loss it returns all-reduces the gradients before ``optimizer_step`` rewrites or applies them."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.method.observe(batch)
+
+
+def trained_parameters(method: Method) -> tuple[tuple[int, torch.Size], ...]:
+    """Which parameters a task trains, by identity and shape: a new head or CPG's growth changes it."""
+    return tuple((id(p), p.shape) for p in method.parameters() if p.requires_grad)
+
+
 class Trainer:
-    """Runs every task of a scenario through a method and records the accuracy matrices."""
+    """Runs every task of a scenario through a method and records the accuracy matrices.
+
+    Under torch.distributed (see docs/distributed.md) every rank runs this same loop on its shard of
+    each global batch, with the method's training step wrapped in DistributedDataParallel; between
+    tasks rank 0 alone runs ``after_task`` and sends its state to the other ranks.
+    """
 
     def __init__(
         self,
@@ -147,8 +179,16 @@ class Trainer:
     ) -> None:
         self.config = config
         self.scenario = scenario
+        self.ranks = distributed.current()
         self.fast = FastPath.resolve(config, device)
         self.method = method.to(device)
+        if self.ranks.active and config.distributed.sync_batchnorm:
+            if device.type != "cuda":
+                raise ConfigError(
+                    "Config key 'distributed.sync_batchnorm' is true but the device is "
+                    f"{device}: torch's SyncBatchNorm runs on CUDA only. Set it to false on CPU."
+                )
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.method.backbone)
         if self.fast.channels_last:
             self.method.to(memory_format=torch.channels_last)
         if config.compile:
@@ -170,6 +210,8 @@ class Trainer:
         self.elapsed_before = 0.0
         self._fit_start = time.perf_counter()
         self._task: TaskRun | None = None
+        self._step: Callable[[dict[str, Any]], Any] = self.method.observe
+        self._step_parameters: tuple[tuple[int, torch.Size], ...] = ()
 
     # ------------------------------------------------------------------ the loop
     def fit(self, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -204,6 +246,9 @@ class Trainer:
             progress = EpochProgress.from_state(resume["progress"], self.device)
             if "losses" in resume:
                 restore_loss_sums(self.method, resume["losses"], self.device)
+            if not self.ranks.is_main:  # the checkpoint's partial sums are all ranks' together: rank 0's
+                progress = restart_sums(progress)
+                self.method.pop_losses()
         self._task = TaskRun(train_loader, optimizer, scheduler, task_start)
         epochs = self.config.first_task_epochs if info.index == 0 else self.config.epoch
         self._emit("on_task_start", task, epochs, len(train_loader))
@@ -223,13 +268,18 @@ class Trainer:
                 )
             if epoch + 1 < epochs:
                 progress = EpochProgress.start(epoch + 1, self.device)
-                if self.stop_signal or (
+                if self.stop_agreed() or (
                     self.config.checkpoint_every and (epoch + 1) % self.config.checkpoint_every == 0
                 ):
                     self.save_checkpoint(info.index, progress)
                     self._stop_if_requested()
+        self._step = self.method.observe
         with track(f"task {info.index}: {self.config.method.name} after_task"):
-            self.method.after_task(info, self.buffer, train_loader, test_loaders)
+            if self.ranks.is_main:
+                train_loader.ranks = distributed.SINGLE  # after_task sees the whole task, as alone
+                self.method.after_task(info, self.buffer, train_loader, test_loaders)
+            if self.ranks.active:
+                self.share_state(info.index + 1)
         accuracy = self.evaluate(
             len(self.scenario.tasks) if self.config.full_accuracy_matrix else info.index + 1
         )
@@ -253,14 +303,22 @@ class Trainer:
         if progress.bad_loss is None:
             progress.bad_loss = torch.zeros((), device=self.device)
         max_loss = float("inf") if self.config.max_loss is None else self.config.max_loss
+        self.wrap_training_step()
         for batch_index, batch in enumerate(
             loader.batches(progress.order, progress.next_batch), progress.next_batch
         ):
             with self.fast.autocast():
-                _, acc, loss = self.method.observe(batch)
-            self.method.optimizer_step(loss, optimizer)
-            size = batch["label"].shape[0]
-            loss = loss.detach()
+                _, acc, loss = self._step(batch)
+            if self.ranks.active:
+                # DDP averages the ranks' gradients; weighing each rank's mean loss by its share of the
+                # global batch makes that average the gradient of the global batch's mean loss.
+                share = batch["shard_size"] / batch["global_size"]
+                self.method.optimizer_step(loss * (share * self.ranks.world_size), optimizer)
+                self.wrap_training_step()  # again if the step changed the parameters (CPG's growth)
+                size, loss = batch["shard_size"], loss.detach() * share
+            else:
+                self.method.optimizer_step(loss, optimizer)
+                size, loss = batch["label"].shape[0], loss.detach()
             bad = (~torch.isfinite(loss) | (loss.abs() > max_loss)) & (progress.first_bad_batch < 0)
             progress.first_bad_batch = torch.where(bad, batch_index, progress.first_bad_batch)
             progress.bad_loss = torch.where(bad, loss.float(), progress.bad_loss)
@@ -269,11 +327,13 @@ class Trainer:
             progress.seen += size
             progress.next_batch = batch_index + 1
             self._emit("on_batch_end", batch_index, loss)
-            if self.stop_signal and progress.next_batch < len(loader):
+            if progress.next_batch < len(loader) and self.stop_agreed():
+                self.sum_over_ranks(progress)
                 self._check_finite(task_index, progress)
                 progress.seconds = time.perf_counter() - start
                 self.save_checkpoint(task_index, progress)
                 self._stop_if_requested()
+        self.sum_over_ranks(progress)
         self._check_finite(task_index, progress)
         seconds = time.perf_counter() - start
         seen = max(progress.seen, 1)
@@ -291,6 +351,13 @@ class Trainer:
 
     def _check_finite(self, task_index: int, progress: EpochProgress) -> None:
         """A non-finite loss, or one above ``max_loss`` (the run diverged), stops the run."""
+        if self.ranks.active:  # every rank stops, at the first bad batch of any rank
+            flags = distributed.all_gather_pairs(progress.first_bad_batch, progress.bad_loss)
+            bad_ones = [(batch, value) for batch, value in flags if batch >= 0]
+            if bad_ones:
+                batch, value = min(bad_ones, key=lambda pair: pair[0])
+                progress.first_bad_batch.fill_(batch)
+                progress.bad_loss.fill_(value)
         bad = int(progress.first_bad_batch)
         if bad >= 0:
             where = f"at task {task_index}, epoch {progress.epoch}, batch {bad}"
@@ -315,10 +382,65 @@ class Trainer:
         if self.stop_signal:
             raise RunInterrupted(self.stop_signal)
 
-    def save_checkpoint(self, task_index: int, progress: EpochProgress | None) -> None:
-        """Everything needed to continue: at a task start (``progress`` None) or inside a task."""
-        if self.checkpoints is None:
+    def stop_agreed(self) -> bool:
+        """Whether to stop here; under torch.distributed all ranks agree (a signal may reach one rank
+        a batch before another), so they checkpoint and stop at the same batch."""
+        if self.ranks.active:
+            flag = torch.tensor(1 if self.stop_signal else 0, device=self.device)
+            if int(distributed.all_reduce_max(flag)) and not self.stop_signal:
+                self.stop_signal = "a stop request to another rank"
+        return self.stop_signal is not None
+
+    # ------------------------------------------------------------------ several processes
+    def wrap_training_step(self) -> None:
+        """Under torch.distributed, the training step in DistributedDataParallel, built again whenever
+        the trained parameters change (each task's new head, CPG's growth)."""
+        if not self.ranks.active:
             return
+        parameters = trained_parameters(self.method)
+        if isinstance(self._step, DistributedDataParallel) and parameters == self._step_parameters:
+            return
+        self._step_parameters = parameters
+        self._step = DistributedDataParallel(
+            TrainingStep(self.method),
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.distributed.find_unused_parameters,
+        )
+
+    def sum_over_ranks(self, progress: EpochProgress) -> None:
+        """An epoch's loss, accuracy and sample sums over all ranks (and the named loss terms' mean)."""
+        if not self.ranks.active:
+            return
+        sums = torch.stack([progress.loss_sum, progress.correct, torch.tensor(float(progress.seen))])
+        distributed.all_reduce_sum(sums)
+        progress.loss_sum, progress.correct = sums[0].clone(), sums[1].clone()
+        progress.seen = int(sums[2])
+        for name, value in self.method._loss_sums.items():
+            self.method._loss_sums[name] = distributed.all_reduce_sum(value.clone()) / self.ranks.world_size
+
+    def share_state(self, next_task: int) -> None:
+        """Rank 0's method, buffer, random state and records on every rank: what a checkpoint at the
+        start of ``next_task`` holds, sent instead of written (exemplars, class means, Fisher, BiC's bias
+        and every teacher are then identical everywhere, whatever the kernels)."""
+        payload = self.checkpoint_payload(next_task, None) if self.ranks.is_main else None
+        payload = distributed.broadcast_object(payload)
+        if not self.ranks.is_main:
+            self.restore(payload)
+
+    def save_checkpoint(self, task_index: int, progress: EpochProgress | None) -> None:
+        """Everything needed to continue: at a task start (``progress`` None) or inside a task. Under
+        torch.distributed rank 0 writes it while the other ranks wait."""
+        if self.checkpoints is not None:
+            path = self.checkpoints.save(self.checkpoint_payload(task_index, progress))
+            logger.info(
+                "checkpoint %s (task %d%s)",
+                path.name,
+                task_index,
+                "" if progress is None else f", epoch {progress.epoch}, batch {progress.next_batch}",
+            )
+        distributed.barrier()
+
+    def checkpoint_payload(self, task_index: int, progress: EpochProgress | None) -> dict[str, Any]:
         task_state = None
         if progress is not None:
             run = self._task
@@ -331,7 +453,7 @@ class Trainer:
                 "losses": loss_sums(self.method),
                 "task_seconds": time.perf_counter() - run.start,
             }
-        payload = {
+        return {
             "task": task_index,
             "task_state": task_state,
             "method": self.method.state_dict(),
@@ -346,13 +468,6 @@ class Trainer:
             "rng": rng_state(),
             "metrics_offset": self.metrics_offset(),
         }
-        path = self.checkpoints.save(payload)
-        logger.info(
-            "checkpoint %s (task %d%s)",
-            path.name,
-            task_index,
-            "" if progress is None else f", epoch {progress.epoch}, batch {progress.next_batch}",
-        )
 
     def restore(self, checkpoint: dict[str, Any]) -> int:
         """Load a checkpoint's state into the method, buffer and trainer; returns the task to run next."""
@@ -388,12 +503,15 @@ class Trainer:
             generator=self.generator,
             device=self.device,
             channels_last=self.fast.channels_last,
+            ranks=self.ranks,
         )
 
     def test_loader(self, task: Task) -> DeviceLoader:
+        """A task's test set; under torch.distributed, this rank's contiguous shard of it."""
+        first, stop = distributed.shard_bounds(int(task.test_labels.shape[0]), self.ranks)
         return DeviceLoader(
-            task.test_images,
-            task.test_labels,
+            task.test_images[first:stop],
+            task.test_labels[first:stop],
             self.config.eval_batch_size,
             self.test_transform,
             device=self.device,

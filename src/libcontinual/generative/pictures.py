@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from libcontinual.engine.files import atomic_write_bytes
+from libcontinual.files import atomic_write_bytes
 
 
 def to_unit_range(

@@ -22,8 +22,8 @@ from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
-from libcontinual.engine.files import atomic_write_text
 from libcontinual.errors import ConfigError
+from libcontinual.files import atomic_write_text
 from libcontinual.generative.dreamer import Dreamer, GeneratorReport, GeneratorSettings
 from libcontinual.generative.pictures import class_grid, to_unit_range, write_png
 from libcontinual.methods.base import Method, frozen_copy, refuse_buffer

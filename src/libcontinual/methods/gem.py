@@ -29,6 +29,7 @@ from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
+from libcontinual.distributed import whole_batch
 from libcontinual.methods.base import Batch, Method
 from libcontinual.registry import register_method
 
@@ -158,7 +159,7 @@ class GEM(Method):
         logits = self.task_logits(self.backbone(images), self.task.index)
         loss = F.cross_entropy(logits, labels)
         self.log_losses(loss_ce=loss)
-        self.remember(images, labels)
+        self.remember(whole_batch(batch, "image"), whole_batch(batch, "label"))
         pred = logits.argmax(dim=1)
         return pred, (pred == labels).float().mean(), loss
 

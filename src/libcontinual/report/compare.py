@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from libcontinual.engine.files import atomic_write_text
+from libcontinual.files import atomic_write_text
 from libcontinual.report.load import ReportError, Run, Stat, load_runs
 from libcontinual.report.report import check_format, plots_module
 from libcontinual.report.tables import SUMMARY_COLUMNS, csv_text, format_number, format_stat, markdown_table

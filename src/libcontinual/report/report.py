@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from libcontinual.engine.files import atomic_write_text
+from libcontinual.files import atomic_write_text
 from libcontinual.report.load import ReportError, Run, Stat, load_run
 from libcontinual.report.tables import SUMMARY_COLUMNS, format_number, format_stat, markdown_table
 
