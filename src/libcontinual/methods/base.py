@@ -90,14 +90,18 @@ class Method(nn.Module):
         return self
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Recreate frozen copies (teachers) that the checkpoint holds, then load as usual.
+        """Recreate frozen copies (teachers) that the state holds and drop those it does not, then load as
+        usual (a resumed run starts without them; a rank receiving rank 0's state may hold an older one).
 
         Loading can recreate head chunks (new, trainable parameters), so the copies are frozen again after.
         """
         for name in self.frozen_copies:
             prefix = f"{name}."
-            if getattr(self, name, None) is None and any(key.startswith(prefix) for key in state_dict):
+            held = any(key.startswith(prefix) for key in state_dict)
+            if getattr(self, name, None) is None and held:
                 setattr(self, name, frozen_copy(self.backbone))
+            elif not held:
+                setattr(self, name, None)
         result = super().load_state_dict(state_dict, strict, assign)
         for name in self.frozen_copies:
             if getattr(self, name, None) is not None:
