@@ -13,7 +13,7 @@ from libcontinual.distributed import all_reduce_sum
 from libcontinual.methods.base import Method, predict
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(
     method: Method,
     test_loaders: Sequence[DeviceLoader],
@@ -25,35 +25,45 @@ def evaluate(
     Keys are ``<classifier>`` (class-incremental: argmax over every class the head has) and
     ``<classifier>_task_il`` (argmax within the task's own classes). ``tasks[j]`` describes loader j.
     ``task_il_only`` (the task_il protocol: the task id is known at test time) evaluates only the latter.
-    Under torch.distributed each rank's loaders hold its shard of the test sets; the counts of correct
-    predictions and of samples are summed over ranks, so every rank returns the whole test set's accuracy.
+    Every classifier's scores of a batch come from one ``method.scores_per_classifier`` call. Under
+    torch.distributed each rank's loaders hold its shard of the test sets and the counts of correct
+    predictions and of samples are summed over ranks: every rank returns the whole test set's accuracy.
     """
     was_training = method.training
     method.eval()
-    results: dict[str, list[float]] = {}
-    for classifier in method.classifiers:
-        class_il, task_il = [], []
-        for task_id, loader in enumerate(test_loaders):
-            correct_class_il = torch.zeros((), dtype=torch.int64, device=loader.device)
-            correct_task_il = torch.zeros((), dtype=torch.int64, device=loader.device)
-            task_classes = tasks[task_id].classes
-            for batch in progress.iterate(loader, f"evaluating task {task_id} ({classifier})"):
-                labels = batch["label"]
+    classifiers = method.classifiers
+    class_il: dict[str, list[float]] = {name: [] for name in classifiers}
+    task_il: dict[str, list[float]] = {name: [] for name in classifiers}
+    for task_id, loader in enumerate(test_loaders):
+        zero = torch.zeros((), dtype=torch.int64, device=loader.device)
+        correct_class_il = {name: zero.clone() for name in classifiers}
+        correct_task_il = {name: zero.clone() for name in classifiers}
+        task_classes = tasks[task_id].classes
+        for batch in progress.iterate(loader, f"evaluating task {task_id}"):
+            images, labels = batch["image"], batch["label"]
+            scores = {} if task_il_only else method.scores_per_classifier(images, None)
+            if method.task_aware_inference or task_il_only:
+                task_scores = method.scores_per_classifier(images, task_id)
+            else:
+                task_scores = scores
+            for name in classifiers:
                 if not task_il_only:
-                    scores = _cover(method.scores(batch["image"], None, classifier), task_classes)
-                    correct_class_il += (predict(scores) == labels).sum()
-                if method.task_aware_inference or task_il_only:
-                    scores = _cover(method.scores(batch["image"], task_id, classifier), task_classes)
-                correct_task_il += (predict(scores, task_classes) == labels).sum()
-            samples = torch.tensor(loader.num_samples, device=loader.device)
-            counts = torch.stack([correct_class_il, correct_task_il, samples])
-            correct_class_il, correct_task_il, samples = all_reduce_sum(counts).tolist()
-            class_il.append(100.0 * correct_class_il / samples)
-            task_il.append(100.0 * correct_task_il / samples)
-        if not task_il_only:
-            results[classifier] = class_il
-        results[f"{classifier}_task_il"] = task_il
+                    correct_class_il[name] += (predict(_cover(scores[name], task_classes)) == labels).sum()
+                covered = _cover(task_scores[name], task_classes)
+                correct_task_il[name] += (predict(covered, task_classes) == labels).sum()
+        # Under torch.distributed each rank holds its shard of the test set: sum the counts over ranks.
+        samples = torch.tensor(loader.num_samples, device=loader.device)
+        counts = torch.stack([*correct_class_il.values(), *correct_task_il.values(), samples])
+        *correct, samples = all_reduce_sum(counts).tolist()
+        for index, name in enumerate(classifiers):
+            class_il[name].append(100.0 * correct[index] / samples)
+            task_il[name].append(100.0 * correct[len(classifiers) + index] / samples)
     method.train(was_training)
+    results: dict[str, list[float]] = {}
+    for name in classifiers:
+        if not task_il_only:
+            results[name] = class_il[name]
+        results[f"{name}_task_il"] = task_il[name]
     return results
 
 

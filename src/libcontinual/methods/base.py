@@ -163,6 +163,14 @@ class Method(nn.Module):
         return self.backbone(images)[:, : self.total_classes]
 
     @torch.no_grad()
+    def scores_per_classifier(
+        self, images: torch.Tensor, task_id: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``scores`` of every classifier in ``classifiers`` (evaluation calls this once per test batch);
+        a method with several classifiers overrides it to share one backbone pass among them."""
+        return {name: self.scores(images, task_id, name) for name in self.classifiers}
+
+    @torch.no_grad()
     def inference(
         self, batch: Batch, task_id: int | None = None, classifier: str = "cnn"
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -173,9 +173,5 @@ class BiC(Replay):
         super().set_extra_state(state)
         self.validation = state["validation"]
 
-    @torch.no_grad()
-    def scores(
-        self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
-    ) -> torch.Tensor:
-        scores = super().scores(images, task_id, classifier)
-        return self.corrected(scores) if classifier == "cnn" else scores  # NME distances are not logits
+    def logit_scores(self, features: torch.Tensor) -> torch.Tensor:
+        return self.corrected(super().logit_scores(features))  # only ``cnn``: NME distances are not logits

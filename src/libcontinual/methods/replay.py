@@ -109,10 +109,26 @@ class Replay(Method):
     def scores(
         self, images: torch.Tensor, task_id: int | None = None, classifier: str = "cnn"
     ) -> torch.Tensor:
-        if classifier != "nme":
-            return super().scores(images, task_id, classifier)
         features = self.backbone.forward_features(images)
+        if classifier != "nme":
+            return self.logit_scores(features)
         return nme_scores(features, self.class_means.to(features.device), self.total_classes)
+
+    @torch.no_grad()
+    def scores_per_classifier(
+        self, images: torch.Tensor, task_id: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``cnn`` and ``nme`` from one backbone pass (evaluation would otherwise run it twice)."""
+        features = self.backbone.forward_features(images)
+        class_means = self.class_means.to(features.device)
+        return {
+            "cnn": self.logit_scores(features),
+            "nme": nme_scores(features, class_means, self.total_classes),
+        }
+
+    def logit_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """The ``cnn`` classifier's scores from backbone features: the head's logits of the seen classes."""
+        return self.backbone.forward_head(features)[:, : self.total_classes]
 
     def get_extra_state(self) -> Any:
         return {**super().get_extra_state(), "class_means": self.class_means.cpu()}
