@@ -29,7 +29,7 @@ PATH_EVENTS = ("os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.truncate", 
 def digest(state: Any, hasher: Any) -> None:
     """Every tensor and value of a (nested) state dict, in key order, into ``hasher``."""
     if isinstance(state, torch.Tensor):
-        hasher.update(state.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        hasher.update(state.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     elif isinstance(state, dict):
         for key in sorted(state, key=str):
             hasher.update(str(key).encode())

@@ -68,7 +68,7 @@ def backbone_parameters(method) -> list[tuple[str, torch.nn.Parameter]]:
 
 def test_abd_synthetic_ce_gives_exactly_zero_gradient_to_every_backbone_parameter():
     method, batch = method_after_one_task("abd")
-    _, terms = method.loss_terms(batch["image"], batch["label"])
+    _, terms = method.loss_terms(batch)
     named = backbone_parameters(method)
     grads = torch.autograd.grad(
         terms["loss_ce_head"], [p for _, p in named], allow_unused=True, retain_graph=True
@@ -88,7 +88,7 @@ def test_abd_weights_old_and_new_samples_by_their_share_of_the_seen_classes():
     method, batch = method_after_one_task("abd")
     torch.manual_seed(1)
     state = method.dreamer.rng().get_state()
-    _, terms = method.loss_terms(batch["image"], batch["label"])
+    _, terms = method.loss_terms(batch)
     method.dreamer.rng().set_state(state)
     synthetic, synthetic_labels, _ = method.replay(batch["label"].shape[0])
     inputs = torch.cat([batch["image"], synthetic])
@@ -111,7 +111,7 @@ def test_replay_labels_are_the_teachers_argmax_over_the_old_classes():
 def test_deepinversion_distils_old_classes_on_real_and_all_classes_on_synthetic_images():
     method, batch = method_after_one_task("deepinversion")
     state = method.dreamer.rng().get_state()
-    _, terms = method.loss_terms(batch["image"], batch["label"])
+    _, terms = method.loss_terms(batch)
     method.dreamer.rng().set_state(state)
     synthetic, _, synthetic_teacher = method.replay(batch["label"].shape[0])
     real = batch["label"].shape[0]

@@ -54,9 +54,31 @@ METHODS = {
         "buffer": {"name": "linear", "kwargs": {"buffer_size": 10, "strategy": "herding"}},
     },
     "lwf": {"method": {"name": "lwf"}},
+    "ewc": {
+        "method": {"name": "ewc", "kwargs": {"lamda": 1000.0}}
+    },  # the penalty in the all-reduced gradient
+    "icarl": {  # herding on normalised features and NME class means, computed by rank 0 and sent
+        "method": {"name": "icarl"},
+        "buffer": {
+            "name": "linear",
+            "kwargs": {"buffer_size": 12, "strategy": "herding", "normalize_features": True},
+        },
+    },
+    "packnet": {  # gradient masks and pruning act on the all-reduced gradient, identically on every rank
+        "method": {"name": "packnet", "kwargs": {"train_epochs": 1.5, "retrain_epochs": 0.5}},
+        "protocol": "task_il",
+    },
 }
+METHODS["abd"] = {"method": {"name": "abd", "kwargs": {"generator_steps": 5}}}
 if importlib.util.find_spec("quadprog") is not None:  # GEM's QP solver (the gem extra)
     METHODS["gem"] = {"method": {"name": "gem", "kwargs": {"n_memories": 20}}}
+
+
+# Epoch losses agree to float rounding (the gradient summed in another order), except ABD's: the teacher
+# of task 0 differs from one process's by 9e-8, and Adam, which divides each gradient by its running
+# size, turns such noise in near-zero gradients of the generator into steps of its learning rate (the
+# generator after task 0 differs by 3e-3, measured); its synthetic images then differ a little.
+LOSS_TOLERANCE = {"abd": 5e-2}
 
 
 def config_for(name: str, save_path: Path) -> dict:
@@ -101,9 +123,8 @@ def test_two_ranks_give_the_one_process_result(two_rank_runs, tmp_path, name):
     one = libcontinual.run(config_for(name, tmp_path / "one")).results
     assert two["processes"] == 2 and one["processes"] == 1
     assert two["accuracy_matrix"] == one["accuracy_matrix"]
-    # the gradient of the global batch, summed in another order: equal to float rounding
     assert epoch_losses(only_run(root / "two" / name)) == pytest.approx(
-        epoch_losses(only_run(tmp_path / "one")), rel=1e-4, abs=1e-6
+        epoch_losses(only_run(tmp_path / "one")), rel=LOSS_TOLERANCE.get(name, 1e-4), abs=1e-6
     )
 
 

@@ -22,11 +22,12 @@ from torch import nn
 
 from libcontinual.data.loader import DeviceLoader
 from libcontinual.data.scenario import TaskInfo
+from libcontinual.distributed import current, shard_bounds
 from libcontinual.errors import ConfigError
 from libcontinual.files import atomic_write_text
 from libcontinual.generative.dreamer import Dreamer, GeneratorReport, GeneratorSettings
 from libcontinual.generative.pictures import class_grid, to_unit_range, write_png
-from libcontinual.methods.base import Method, frozen_copy, refuse_buffer
+from libcontinual.methods.base import Batch, Method, frozen_copy, refuse_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,17 @@ class GenerativeReplay(Method):
     def replay(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` synthetic images of the old classes, the teacher's labels (argmax) and its logits."""
         return self.dreamer.sample(self.teacher, n, self.known_classes)
+
+    def replay_for(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The synthetic part of a training batch, as many images as it has real ones. Under
+        torch.distributed every rank draws the global batch's synthetic images (the same ones: the ranks
+        share their random state) and keeps its shard, so together they replay what one process would."""
+        if "global_size" not in batch:
+            return self.replay(batch["label"].shape[0])
+        images, labels, logits = self.replay(batch["global_size"])
+        first, stop = shard_bounds(batch["global_size"], current())
+        rows = slice(first, stop) if stop > first else slice(0, 1)  # an empty shard's weighed-0 row
+        return images[rows], labels[rows], logits[rows]
 
     # ------------------------------------------------------------------ pictures
     def write_artifacts(self, folder: Path, task_index: int) -> None:

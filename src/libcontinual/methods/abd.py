@@ -62,11 +62,12 @@ class AlwaysBeDreaming(GenerativeReplay):
         )
         self.mu = mu
 
-    def loss_terms(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def loss_terms(self, batch: Batch) -> tuple[torch.Tensor, dict]:
         """Logits of the real images and the named loss terms (a), (b), (c) of a later task."""
+        images, labels = batch["image"], batch["label"]
         real = labels.shape[0]
         known, total = self.known_classes, self.total_classes
-        synthetic, synthetic_labels, _ = self.replay(real)
+        synthetic, synthetic_labels, _ = self.replay_for(batch)
         inputs = torch.cat([images, synthetic.to(images.dtype)])
         targets = torch.cat([labels, synthetic_labels])
         features = self.backbone.forward_features(inputs)
@@ -93,7 +94,7 @@ class AlwaysBeDreaming(GenerativeReplay):
             logits = self.backbone(images)[:, : self.total_classes]
             terms = {"loss_ce": F.cross_entropy(logits, labels)}
         else:
-            logits, terms = self.loss_terms(images, labels)
+            logits, terms = self.loss_terms(batch)
         self.log_losses(**terms)
         pred = logits.argmax(dim=1)
         return pred, (pred == labels).float().mean(), sum(terms.values())

@@ -80,10 +80,11 @@ class DeepInversion(GenerativeReplay):
         self.temperature = temperature
         self.synthetic_kd = synthetic_kd
 
-    def loss_terms(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def loss_terms(self, batch: Batch) -> tuple[torch.Tensor, dict]:
+        images, labels = batch["image"], batch["label"]
         real = labels.shape[0]
         known, total, temperature = self.known_classes, self.total_classes, self.temperature
-        synthetic, _, synthetic_teacher = self.replay(real)
+        synthetic, _, synthetic_teacher = self.replay_for(batch)
         inputs = torch.cat([images, synthetic.to(images.dtype)])
         logits = self.backbone(inputs)[:, :total]
         with torch.no_grad():
@@ -105,7 +106,7 @@ class DeepInversion(GenerativeReplay):
             logits = self.backbone(images)[:, : self.total_classes]
             terms = {"loss_ce": F.cross_entropy(logits, labels)}
         else:
-            logits, terms = self.loss_terms(images, labels)
+            logits, terms = self.loss_terms(batch)
         self.log_losses(**terms)
         pred = logits.argmax(dim=1)
         return pred, (pred == labels).float().mean(), sum(terms.values())
