@@ -11,7 +11,14 @@ import sys
 import typing
 from pathlib import Path
 
-from libcontinual.config import AugmentConfig, ComponentConfig, ExperimentConfig, NormalizeConfig, _type_name
+from libcontinual.config import (
+    AugmentConfig,
+    ComponentConfig,
+    DistributedConfig,
+    ExperimentConfig,
+    NormalizeConfig,
+    _type_name,
+)
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
 SECTIONS = [
@@ -19,6 +26,7 @@ SECTIONS = [
     (ComponentConfig, "<component>."),
     (AugmentConfig, "augment."),
     (NormalizeConfig, "normalize."),
+    (DistributedConfig, "distributed."),
 ]
 
 
