@@ -208,6 +208,13 @@ def test_a_backend_that_cannot_run_here_names_the_key():
     assert distributed.backend_for(torch.device("cpu"), None) == "gloo"
 
 
+def test_a_timeout_that_is_not_positive_names_the_key(tmp_path):
+    config = {**config_for("finetune", tmp_path / "runs"), "distributed": {"timeout_minutes": 0}}
+    with pytest.raises(ConfigError, match="distributed.timeout_minutes"):
+        libcontinual.run(config)
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("global_size, world", [(7, 2), (1, 2), (10, 3), (0, 2)])
 def test_shards_are_disjoint_contiguous_and_cover_the_batch(global_size, world):
     bounds = [distributed.shard_bounds(global_size, distributed.Ranks(r, world)) for r in range(world)]

@@ -117,6 +117,11 @@ class DistributedConfig:
         "unused (per-task heads, masks); false is a little faster when every step uses all of them.",
         True,
     )
+    timeout_minutes: float = _doc(
+        "How long a rank waits for the others at one collective before the run fails; it covers rank "
+        "0's between-task work (herding, a generator's training), which the other ranks wait for.",
+        360.0,
+    )
 
 
 @dataclass

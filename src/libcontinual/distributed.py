@@ -114,7 +114,9 @@ def backend_for(device: torch.device, configured: str | None) -> str:
 
 
 @contextmanager
-def process_group(ranks: Ranks, device: torch.device, backend: str | None) -> Iterator[None]:
+def process_group(
+    ranks: Ranks, device: torch.device, backend: str | None, timeout_minutes: float
+) -> Iterator[None]:
     """Join torchrun's process group for the run and leave it afterwards; a group that already exists
     (a script that called init_process_group itself) is used and left alone."""
     if not ranks.active or dist.is_initialized():
@@ -126,7 +128,7 @@ def process_group(ranks: Ranks, device: torch.device, backend: str | None) -> It
         backend_for(device, backend),
         rank=ranks.rank,
         world_size=ranks.world_size,
-        timeout=datetime.timedelta(minutes=30),
+        timeout=datetime.timedelta(minutes=timeout_minutes),
     )
     try:
         yield

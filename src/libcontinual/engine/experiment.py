@@ -292,7 +292,12 @@ def distributed_session(config: ExperimentConfig) -> Iterator[torch.device]:
     ranks = distributed.environment_ranks()
     device = distributed.check_devices(ranks, resolve_device(config.device), torch.cuda.device_count())
     distributed.backend_for(device, config.distributed.backend)  # a wrong backend fails before any work
-    with distributed.process_group(ranks, device, config.distributed.backend):
+    settings = config.distributed
+    if settings.timeout_minutes <= 0:
+        raise ConfigError(
+            f"Config key 'distributed.timeout_minutes' is {settings.timeout_minutes}; it must be positive."
+        )
+    with distributed.process_group(ranks, device, settings.backend, settings.timeout_minutes):
         try:
             yield device
         except (RuntimeError, OSError) as exc:
