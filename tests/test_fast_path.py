@@ -1,4 +1,5 @@
-"""The GPU fast path switches off cleanly without CUDA and changes nothing on CPU beyond float tolerance."""
+"""The GPU fast path switches off cleanly without CUDA and changes nothing on CPU beyond float tolerance;
+``FastPath.describe`` records what a run resolved."""
 
 import pytest
 import torch
@@ -12,9 +13,21 @@ from libcontinual.engine.trainer import FastPath
 def test_fast_path_defaults_are_off_on_cpu(tiny_config):
     config, _ = load_config(tiny_config)
     fast = FastPath.resolve(config, torch.device("cpu"))
-    assert fast == FastPath(channels_last=False, bf16=False, device_type="cpu")
+    assert fast == FastPath(channels_last=False, bf16=False, device_type="cpu", compile=False)
     with fast.autocast():
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_describe_records_the_resolved_switches_and_threads(tiny_config):
+    config, _ = load_config(dict(tiny_config, channels_last=True, compile=True))
+    described = FastPath.resolve(config, torch.device("cpu")).describe()
+    assert described == {
+        "channels_last": True,
+        "bf16": False,
+        "device_type": "cpu",
+        "compile": True,
+        "num_threads": torch.get_num_threads(),
+    }
 
 
 def test_fast_path_defaults_follow_cuda(tiny_config):

@@ -119,11 +119,17 @@ def restore_loss_sums(method: Method, state: dict[str, Any], device: torch.devic
 
 @dataclass(frozen=True)
 class FastPath:
-    """GPU speed switches; each is off on CPU unless the config turns it on explicitly."""
+    """Speed switches resolved for the device; a config value of null takes the device's default.
+
+    channels_last: on by default with CUDA (on CPU only when asked, until benchmarks/cpu_fast_path.py's
+    step timing and its demo accuracy check are recorded on a quiet machine); bf16 autocast: on by
+    default with CUDA when supported; compile: only when the config asks.
+    """
 
     channels_last: bool
     bf16: bool
     device_type: str
+    compile: bool = False
 
     @classmethod
     def resolve(cls, config: ExperimentConfig, device: torch.device) -> FastPath:
@@ -133,10 +139,16 @@ class FastPath:
             channels_last=cuda if config.channels_last is None else config.channels_last,
             bf16=bf16_default if config.bf16 is None else config.bf16,
             device_type=device.type,
+            compile=config.compile,
         )
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def describe(self) -> dict[str, Any]:
+        """The switches a run used and its thread count, for its records: runs made before and after a
+        default changed stay distinguishable."""
+        return {**dataclasses.asdict(self), "num_threads": torch.get_num_threads()}
 
 
 class TrainingStep(nn.Module):
@@ -191,7 +203,7 @@ class Trainer:
             nn.SyncBatchNorm.convert_sync_batchnorm(self.method.backbone)
         if self.fast.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        if config.compile:
+        if self.fast.compile:
             self.method.backbone.compile()
         self.buffer = buffer
         self.train_transform = train_transform
