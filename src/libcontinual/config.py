@@ -207,14 +207,19 @@ class ExperimentConfig:
     deterministic: bool = _doc("Use PyTorch's deterministic algorithms.", False)
     device: str = _doc("auto (cuda when present, else cpu), cpu, cuda or cuda:N.", "auto")
     channels_last: bool | None = _doc(
-        "Keep images and convolution weights in channels_last memory format; null = on with CUDA.", None
+        "Keep images and convolution weights in channels_last memory format; null = on with CUDA, off on "
+        "CPU (true turns it on there; benchmarks/cpu_fast_path.py measures it). A run records what it "
+        "used (FastPath.describe).",
+        None,
     )
     bf16: bool | None = _doc(
         "bfloat16 autocast for forward passes (training and evaluation); null = on with CUDA when supported.",
         None,
     )
     compile: bool = _doc(
-        "torch.compile the backbone in place (nn.Module.compile); GPU only in practice.", False
+        "torch.compile the backbone in place (nn.Module.compile); GPU only in practice (on 2 CPU cores the "
+        "ResNet-32 step compiled for minutes, benchmarks/BENCHMARKS.md).",
+        False,
     )
     distributed: DistributedConfig = _doc(
         "Several processes under torchrun: backend, SyncBatchNorm, unused parameters. batch_size stays "
