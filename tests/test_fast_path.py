@@ -56,3 +56,12 @@ def test_bf16_autocast_runs_on_cpu_when_asked(tiny_config):
     tiny_config["epoch"] = 1
     result = libcontinual.run(tiny_config, bf16=True)
     assert result.accuracy_matrix["cnn"][0][0] >= 0.0
+
+
+def test_results_record_the_fast_path_the_run_used(tiny_config):
+    import libcontinual
+
+    tiny_config.update(task_num=1, epoch=1, channels_last=True)
+    results = libcontinual.run(tiny_config).results
+    assert results["fast_path"]["channels_last"] is True
+    assert results["fast_path"]["num_threads"] == 1

@@ -405,6 +405,7 @@ def _run(
             "test_sizes": trainer.test_sizes(),
             **results,
             "processes": ranks.world_size,
+            "fast_path": trainer.fast.describe(),
             "provenance": provenance(),
         }
         run_dir.write_results(results)
