@@ -74,6 +74,21 @@ if importlib.util.find_spec("quadprog") is not None:  # GEM's QP solver (the gem
     METHODS["gem"] = {"method": {"name": "gem", "kwargs": {"n_memories": 20}}}
 
 
+# Run on two ranks only (BatchNorm: not the computation of one process): CPG on a 1/16-width VGG16-BN,
+# compacting and picking without goals (growth inside a task is refused under torchrun).
+TWO_RANKS_ONLY = {
+    "cpg": {
+        "image_size": 32,
+        "backbone": {"name": "vgg16_bn", "kwargs": {"width": 0.0625, "fc_features": 256}},
+        "method": {
+            "name": "cpg",
+            "kwargs": {},
+        },
+        "optimizer": {"name": "SGD", "kwargs": {"lr": 0.1, "momentum": 0.9}},
+        "protocol": "task_il",
+    }
+}
+
 # Epoch losses agree to float rounding (the gradient summed in another order), except ABD's: the teacher
 # of task 0 differs from one process's by 9e-8, and Adam, which divides each gradient by its running
 # size, turns such noise in near-zero gradients of the generator into steps of its learning rate (the
@@ -82,7 +97,8 @@ LOSS_TOLERANCE = {"abd": 5e-2}
 
 
 def config_for(name: str, save_path: Path) -> dict:
-    return {**copy.deepcopy(BASE), **copy.deepcopy(METHODS[name]), "save_path": str(save_path)}
+    settings = METHODS[name] if name in METHODS else TWO_RANKS_ONLY[name]
+    return {**copy.deepcopy(BASE), **copy.deepcopy(settings), "save_path": str(save_path)}
 
 
 def torchrun(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -107,7 +123,7 @@ def two_rank_runs(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """One torchrun job that runs every method's config (one process group, as a user's script would)."""
     root = tmp_path_factory.mktemp("distributed")
     files = []
-    for name in METHODS:
+    for name in [*METHODS, *TWO_RANKS_ONLY]:
         path = root / f"{name}.json"
         path.write_text(json.dumps(config_for(name, root / "two" / name)))
         files.append(str(path))
@@ -131,8 +147,16 @@ def test_two_ranks_give_the_one_process_result(two_rank_runs, tmp_path, name):
 def test_every_rank_ends_each_run_with_the_same_method_and_buffer_state(two_rank_runs):
     root, _ = two_rank_runs
     ranks = [json.loads((root / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    assert set(ranks[0]["states"]) == set(METHODS)
+    assert set(ranks[0]["states"]) == {*METHODS, *TWO_RANKS_ONLY}
     assert ranks[0]["states"] == ranks[1]["states"]  # exemplars, class means, teachers, GEM's memory
+
+
+def test_cpg_forgets_nothing_on_two_ranks(two_rank_runs):
+    root, _ = two_rank_runs
+    results = json.loads((only_run(root / "two" / "cpg") / "results.json").read_text())
+    assert results["summary"]["cnn_task_il"]["forgetting"] == 0.0
+    matrix = results["accuracy_matrix"]["cnn_task_il"]
+    assert all(matrix[i][j] == matrix[j][j] for i in range(3) for j in range(i + 1))
 
 
 def test_only_rank_0_writes_into_the_run_directory(two_rank_runs):
@@ -272,3 +296,17 @@ def test_a_killed_rank_fails_the_run_clearly_and_resume_continues_exactly(tmp_pa
     expected = json.loads((only_run(tmp_path / "whole") / "results.json").read_text())
     assert done["accuracy_matrix"] == expected["accuracy_matrix"]
     assert epoch_losses(run_dir) == epoch_losses(only_run(tmp_path / "whole"))
+
+
+def test_cpg_growth_is_refused_under_torchrun_and_cpg_without_goals_is_not():
+    from libcontinual.backbones import build_backbone
+    from libcontinual.registry import METHODS as REGISTERED
+
+    cpg = REGISTERED.get("cpg", "test")
+
+    def method(**kwargs):
+        backbone = build_backbone("vgg16_bn", width=0.0625, fc_features=256)
+        return cpg(backbone=backbone, feat_dim=backbone.num_features, num_class=6, **kwargs)
+
+    assert "torchrun" in method(goals=[50.0, 50.0, 50.0]).distributed_refusal()
+    assert method().distributed_refusal() is None

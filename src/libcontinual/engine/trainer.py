@@ -194,6 +194,8 @@ class Trainer:
         self.ranks = distributed.current()
         self.fast = FastPath.resolve(config, device)
         self.method = method.to(device)
+        if self.ranks.active and (refusal := self.method.distributed_refusal()):
+            raise ConfigError(refusal)
         if self.ranks.active and config.distributed.sync_batchnorm:
             if device.type != "cuda":
                 raise ConfigError(
@@ -285,7 +287,7 @@ class Trainer:
                 ):
                     self.save_checkpoint(info.index, progress)
                     self._stop_if_requested()
-        self._step = self.method.observe
+        self.unwrap_training_step()
         with track(f"task {info.index}: {self.config.method.name} after_task"):
             if self.ranks.is_main:
                 train_loader.ranks = distributed.SINGLE  # after_task sees the whole task, as alone
@@ -413,11 +415,19 @@ class Trainer:
         if isinstance(self._step, DistributedDataParallel) and parameters == self._step_parameters:
             return
         self._step_parameters = parameters
+        self.unwrap_training_step()
         self._step = DistributedDataParallel(
             TrainingStep(self.method),
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=self.config.distributed.find_unused_parameters,
         )
+
+    def unwrap_training_step(self) -> None:
+        """Back to the plain ``observe``; the old wrapper's gradient hooks leave the parameters (they
+        would otherwise fire on parameters that growth has reshaped)."""
+        if isinstance(self._step, DistributedDataParallel):
+            self._step._remove_autograd_hooks()
+        self._step = self.method.observe
 
     def sum_over_ranks(self, progress: EpochProgress) -> None:
         """An epoch's loss, accuracy and sample sums over all ranks (and the named loss terms' mean)."""

@@ -149,6 +149,10 @@ class Method(nn.Module):
     def write_artifacts(self, folder: Path, task_index: int) -> None:
         """Files a method writes into the run directory after each task (ABD: its synthetic images)."""
 
+    def distributed_refusal(self) -> str | None:
+        """Why this method, as configured, cannot train under torch.distributed (None: it can)."""
+        return None
+
     def task_report(self) -> dict[str, Any]:
         """What a method records after each task (metrics.jsonl) and in results.json ``method_report``,
         e.g. parameters and mask bytes per task for parameter isolation; empty for most methods."""

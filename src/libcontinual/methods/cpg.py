@@ -178,6 +178,15 @@ class CPG(IsolationMethod):
         self.task_state["sparsity"] = sparsity
 
     # ------------------------------------------------------------------ growth
+    def distributed_refusal(self) -> str | None:
+        if self.goals is None or not self.can_grow():
+            return None
+        return (
+            "CPG with goals grows the network inside a task, and that growth does not yet work under "
+            "torchrun (DistributedDataParallel keeps the old shapes). Run it in one process, or leave "
+            "method.kwargs.goals null (no growth)."
+        )
+
     def can_grow(self) -> bool:
         return self.growth_step > 0 and self.multiplier + self.growth_step <= self.max_multiplier + 1e-9
 
