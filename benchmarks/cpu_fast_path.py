@@ -36,9 +36,10 @@ import torch.nn.functional as F
 
 from libcontinual.backbones import build_backbone
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from r5 import REPO, replace_section  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
-START, END = "<!-- cpu-fast-path:start -->", "<!-- cpu-fast-path:end -->"
 
 
 @dataclass
@@ -284,10 +285,7 @@ def write_table() -> None:
             f"fp32 {fp32:.0f}, channels_last {cl:.0f} ({cl / fp32:.2f}x).",
             "",
         ]
-    markdown = REPO / "benchmarks" / "BENCHMARKS.md"
-    text = markdown.read_text()
-    start, end = text.index(START) + len(START), text.index(END)
-    markdown.write_text(text[:start] + "\n" + "\n".join(rows) + "\n" + text[end:])
+    replace_section("cpu-fast-path", "\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from r5 import ensure_data  # noqa: E402
+from r5 import ensure_data, replace_section  # noqa: E402
 
 import libcontinual  # noqa: E402
 from libcontinual.backbones import build_backbone  # noqa: E402
@@ -45,7 +45,6 @@ from libcontinual.engine.evaluation import evaluate  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 RESULTS = REPO / "benchmarks" / "results"
-START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 
 
 def sync(device: torch.device) -> None:
@@ -270,10 +269,7 @@ def write_table() -> None:
             f"{r['evaluation_images_per_second']:.0f} | {r['herding_5000_seconds']:.2f} | {between} | "
             f"{ratio} |"
         )
-    markdown = REPO / "benchmarks" / "BENCHMARKS.md"
-    text = markdown.read_text()
-    start, end = text.index(START) + len(START), text.index(END)
-    markdown.write_text(text[:start] + "\n" + "\n".join(rows) + "\n" + text[end:])
+    replace_section("speed", "\n".join(rows))
 
 
 if __name__ == "__main__":
