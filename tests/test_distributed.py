@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import libcontinual
+from conftest import TINY_CONFIG
 from libcontinual import distributed
 from libcontinual.cli import main as cli_main
 from libcontinual.cli import plain_console, setup_logging
@@ -31,21 +32,13 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 # samples gives shards of 4 and 3 and, at the end of an exemplar-free task, a last batch of 1 sample,
 # which leaves rank 1 with an empty shard.
 BASE = {
+    **{key: value for key, value in TINY_CONFIG.items() if key != "method"},
     "dataset": {
         "name": "synthetic",
         "kwargs": {"num_classes": 6, "train_per_class": 25, "test_per_class": 9},
     },
-    "image_size": 8,
-    "init_cls_num": 2,
-    "inc_cls_num": 2,
-    "task_num": 3,
-    "epoch": 2,
     "batch_size": 7,
     "backbone": {"name": "mlp", "kwargs": {"input_size": 64, "hidden_sizes": [32]}},
-    "optimizer": {"name": "SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}},
-    "seed": 7,
-    "device": "cpu",
-    "num_threads": 1,
 }
 METHODS = {
     "finetune": {"method": {"name": "finetune", "kwargs": {"ce_classes": "seen"}}},

@@ -164,7 +164,7 @@ class TrainingStep(nn.Module):
 
 
 def trained_parameters(method: Method) -> tuple[tuple[int, torch.Size], ...]:
-    """Which parameters a task trains, by identity and shape: a new head or CPG's growth changes it."""
+    """Which parameters a task trains, by identity and shape: each task's new head changes it."""
     return tuple((id(p), p.shape) for p in method.parameters() if p.requires_grad)
 
 
@@ -328,7 +328,6 @@ class Trainer:
                 # global batch makes that average the gradient of the global batch's mean loss.
                 share = batch["shard_size"] / batch["global_size"]
                 self.method.optimizer_step(loss * (share * self.ranks.world_size), optimizer)
-                self.wrap_training_step()  # again if the step changed the parameters (CPG's growth)
                 size, loss = batch["shard_size"], loss.detach() * share
             else:
                 self.method.optimizer_step(loss, optimizer)
@@ -407,8 +406,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ several processes
     def wrap_training_step(self) -> None:
-        """Under torch.distributed, the training step in DistributedDataParallel, built again whenever
-        the trained parameters change (each task's new head, CPG's growth)."""
+        """Under torch.distributed, the training step in DistributedDataParallel, built again when the
+        trained parameters changed (each task's new head; growth inside a task is refused up front)."""
         if not self.ranks.active:
             return
         parameters = trained_parameters(self.method)
@@ -424,7 +423,7 @@ class Trainer:
 
     def unwrap_training_step(self) -> None:
         """Back to the plain ``observe``; the old wrapper's gradient hooks leave the parameters (they
-        would otherwise fire on parameters that growth has reshaped)."""
+        would otherwise still fire in the next task's backward passes)."""
         if isinstance(self._step, DistributedDataParallel):
             self._step._remove_autograd_hooks()
         self._step = self.method.observe
@@ -433,7 +432,9 @@ class Trainer:
         """An epoch's loss, accuracy and sample sums over all ranks (and the named loss terms' mean)."""
         if not self.ranks.active:
             return
-        sums = torch.stack([progress.loss_sum, progress.correct, torch.tensor(float(progress.seen))])
+        sums = torch.stack(
+            [progress.loss_sum, progress.correct, torch.tensor(float(progress.seen), device=self.device)]
+        )
         distributed.all_reduce_sum(sums)
         progress.loss_sum, progress.correct = sums[0].clone(), sums[1].clone()
         progress.seen = int(sums[2])
