@@ -8,36 +8,36 @@
 set -u
 cd "$(dirname "$0")/.."
 queue() {
-  # One real-data number for every method first, then the seeds the issues ask for.
+  # T5 first (short runs), then one real-data number for every method, then the seeds the issues ask for.
   cat <<'RUNS'
-r5 finetune 1993
-r5 replay 1993
-r5df abd 1993
 t5 cpg 1993
-r5df lwf_mc 1993
 t5 packnet 1993
-r5 lwf 1993
-r5 icarl 1993
-r5df deepinversion 1993
 t5 piggyback 1993
 t5 individual 1993
 t5 finetune 1993
+t5 cpg 1994
+t5 packnet 1994
+t5 cpg 1995
+t5 packnet 1995
+r5 finetune 1993
+r5 replay 1993
+r5df abd 1993
+r5df lwf_mc 1993
+r5 lwf 1993
+r5 icarl 1993
+r5df deepinversion 1993
 r5 finetune 1994
 r5 replay 1994
 r5 lwf 1994
 r5 icarl 1994
 r5df abd 1994
 r5df lwf_mc 1994
-t5 cpg 1994
-t5 packnet 1994
 r5 finetune 1995
 r5 replay 1995
 r5 lwf 1995
 r5 icarl 1995
 r5df abd 1995
 r5df lwf_mc 1995
-t5 cpg 1995
-t5 packnet 1995
 first_task - 1993
 first_task - 1994
 first_task - 1995
