@@ -162,15 +162,18 @@ class Dreamer(nn.Module):
         return report
 
     @torch.no_grad()
+    def images(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` synthetic images (fp32). The generator samples in eval mode (its BatchNorms use their
+        running statistics, as in the reference code); ``rng`` (default: the training RNG) draws z."""
+        self.generator.eval()
+        return self.draw(n, rng).float()
+
+    @torch.no_grad()
     def sample(
         self, teacher: nn.Module, n: int, num_classes: int, rng: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` images with labels = the teacher's argmax over its ``num_classes`` classes, and its logits.
-
-        The generator samples in eval mode (its BatchNorms use their running statistics, as in the
-        reference code); ``rng`` (default: the training RNG) draws z.
-        """
-        self.generator.eval()
-        images = self.draw(n, rng).float()
+        """``images(n, rng)``, their labels = the teacher's argmax over its ``num_classes`` classes, and its
+        logits."""
+        images = self.images(n, rng)
         logits = teacher(images)[:, :num_classes].float()
         return images, logits.argmax(dim=1), logits

@@ -3,7 +3,9 @@
 before_task: refuse a buffer (memory 0); build the generator once, from the image shape of the first task.
 after_task: freeze the trained model as ``teacher``; unless this was the last task, train the generator
     against it (``generator_steps`` Adam steps, the four losses of ``Dreamer.loss_terms``).
-``replay(n)``: synthetic images with labels = the teacher's argmax over the old classes, and its logits.
+``synthetic_for(batch)``: as many synthetic images as the batch has real ones; the subclass runs the teacher
+    once over real and synthetic images together and labels the synthetic ones by its argmax over the
+    old classes.
 ``write_artifacts``: after each task, ``dreams/task-<t>.png`` (a grid per class) and ``dreams/task-<t>.json``
     (loss curve, generator time, the teacher's class balance and confidence on synthetic images).
 Subclasses write ``observe``.
@@ -123,20 +125,15 @@ class GenerativeReplay(Method):
                 last["loss_smooth"],
             )
 
-    def replay(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` synthetic images of the old classes, the teacher's labels (argmax) and its logits."""
-        return self.dreamer.sample(self.teacher, n, self.known_classes)
-
-    def replay_for(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The synthetic part of a training batch, as many images as it has real ones. Under
-        torch.distributed every rank draws the global batch's synthetic images (the same ones: the ranks
-        share their random state) and keeps its shard, so together they replay what one process would."""
+    def synthetic_for(self, batch: Batch) -> torch.Tensor:
+        """The synthetic part of a training batch: as many images as it has real ones. Under
+        torch.distributed every rank draws the global batch's z (the ranks share their random state) and
+        keeps its shard's images, so together they replay what one process would."""
         if "global_size" not in batch:
-            return self.replay(batch["label"].shape[0])
-        images, labels, logits = self.replay(batch["global_size"])
+            return self.dreamer.images(batch["label"].shape[0])
+        images = self.dreamer.images(batch["global_size"])
         first, stop = shard_bounds(batch["global_size"], current())
-        rows = slice(first, stop) if stop > first else slice(0, 1)  # an empty shard's weighed-0 row
-        return images[rows], labels[rows], logits[rows]
+        return images[first:stop] if stop > first else images[:1]  # an empty shard's weighed-0 row
 
     # ------------------------------------------------------------------ pictures
     def write_artifacts(self, folder: Path, task_index: int) -> None:

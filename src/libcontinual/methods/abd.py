@@ -5,7 +5,8 @@ No exemplars: after each task a generator learns to produce images the frozen mo
 (``libcontinual.generative``); the next task trains on 1 real + 1 synthetic image per real one.
 before_task: refuse a buffer; build the generator on the first task; grow the head.
 observe (first task): CE over the seen classes. Later tasks, with B real and B synthetic images
-    (labels = the teacher's argmax over the old classes) in one forward pass:
+    (labels = the teacher's argmax over the old classes) in one forward pass, and one teacher pass over the
+    same 2B images that gives both the synthetic labels and the distillation targets:
     (a) ``loss_ce_new``: CE of the real images over the new-class logits only;
     (b) ``loss_ce_head``: CE over every seen class of all 2B images on **detached** features, so only the
         head learns from synthetic data (the backbone never fits the generator's artefacts);
@@ -67,9 +68,11 @@ class AlwaysBeDreaming(GenerativeReplay):
         images, labels = batch["image"], batch["label"]
         real = labels.shape[0]
         known, total = self.known_classes, self.total_classes
-        synthetic, synthetic_labels, _ = self.replay_for(batch)
-        inputs = torch.cat([images, synthetic.to(images.dtype)])
-        targets = torch.cat([labels, synthetic_labels])
+        inputs = torch.cat([images, self.synthetic_for(batch).to(images.dtype)])
+        with torch.no_grad():  # one teacher pass: the synthetic labels and the distillation targets
+            teacher_features = self.teacher.forward_features(inputs)
+            teacher_old = self.teacher.forward_head(teacher_features)[:, :known]
+        targets = torch.cat([labels, teacher_old[real:].argmax(dim=1)])
         features = self.backbone.forward_features(inputs)
         logits = self.backbone.forward_head(features)[:, :total]
         old_share = known / total
@@ -77,9 +80,6 @@ class AlwaysBeDreaming(GenerativeReplay):
         ce_new = F.cross_entropy(logits[:real, known:], labels - known, reduction="none")
         head_logits = self.backbone.forward_head(features.detach())[:, :total]
         ce_head = F.cross_entropy(head_logits, targets, reduction="none")
-        with torch.no_grad():
-            teacher_features = self.teacher.forward_features(inputs)
-            teacher_old = self.teacher.forward_head(teacher_features)[:, :known]
         current_old = self.teacher.forward_head(features)[:, :known]
         terms = {
             "loss_ce_new": (ce_new * weights[:real]).mean(),

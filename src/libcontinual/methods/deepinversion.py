@@ -5,8 +5,8 @@ the paper's "LwF (synthetic)" baseline).
 
 Same generator and life cycle as ABD (``libcontinual.generative``), different losses.
 before_task: refuse a buffer; build the generator on the first task; grow the head.
-observe (first task): CE over the seen classes. Later tasks, B real + B synthetic images (labels = the
-    teacher's argmax over the old classes) in one forward pass:
+observe (first task): CE over the seen classes. Later tasks, B real + B synthetic images in one forward
+    pass, and one teacher pass over the same 2B images:
     ``loss_ce``: CE of the real images over every seen class;
     ``loss_kd`` with ``synthetic_kd: all`` (DeepInversionGenBN): mu * [KD(T) of the real images over the old
         classes + KD(T) of the synthetic images over every seen class, the teacher's softened old-class
@@ -84,12 +84,10 @@ class DeepInversion(GenerativeReplay):
         images, labels = batch["image"], batch["label"]
         real = labels.shape[0]
         known, total, temperature = self.known_classes, self.total_classes, self.temperature
-        synthetic, _, synthetic_teacher = self.replay_for(batch)
-        inputs = torch.cat([images, synthetic.to(images.dtype)])
+        inputs = torch.cat([images, self.synthetic_for(batch).to(images.dtype)])
         logits = self.backbone(inputs)[:, :total]
-        with torch.no_grad():
-            real_teacher = self.teacher(images)[:, :known].float()
-        teacher_logits = torch.cat([real_teacher, synthetic_teacher])
+        with torch.no_grad():  # one teacher pass over real and synthetic images
+            teacher_logits = self.teacher(inputs)[:, :known].float()
         teacher_old = F.softmax(teacher_logits / temperature, dim=1)
         if self.synthetic_kd == "all":
             padded = F.pad(teacher_old[real:], (0, total - known))
