@@ -17,7 +17,8 @@ task's own weights; per task: finetune 100 epochs (lr 1e-2, x0.1 at 50/80; masks
 
 Goals: ``goals`` (one validation accuracy in % per task, e.g. an individually trained model's, or one
 number for all); null = the task's own dense accuracy after finetuning (compact without loss; no growth).
-Published (CIFAR-100 20 superclass tasks, task-IL average accuracy): 80.9. Measured: not yet measured on T5.
+Published (CIFAR-100 20 superclass tasks, task-IL average accuracy): 80.9. Measured: T5, seeds 1993–1995,
+no goals (no growth): task-IL last 87.08 ± 0.05, avg. 82.83 ± 0.84, forgetting 0.0.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ observe: sigmoid outputs with binary cross-entropy over every seen class; target
 after_task: drop the teacher (the next task copies the model again).
 Computed from logits (``binary_cross_entropy_with_logits``): the same value as sigmoid + BCELoss without
 its clamp of log at -100.
-Measured: R5-DF (`configs/reproduce/r5df/lwf_mc.yaml`) not yet measured.
+Measured: R5-DF seed 1993: last 31.00, avg. inc. 43.24 (benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations
