@@ -8,8 +8,14 @@
 set -u
 cd "$(dirname "$0")/.."
 queue() {
-  # T5 first (short runs), then one real-data number for every method, then the seeds the issues ask for.
+  # The long data-free runs first: a run that does not finish within a session is lost with the session's
+  # worktree, so ABD (about 95 min) must start early. Then the rest, recorded runs skipped.
   cat <<'RUNS'
+r5df abd 1994
+r5df lwf_mc 1994
+r5df lwf_mc 1995
+r5df abd 1995
+r5df deepinversion 1993
 t5 cpg 1993
 t5 packnet 1993
 t5 piggyback 1993
@@ -25,19 +31,14 @@ r5df abd 1993
 r5df lwf_mc 1993
 r5 lwf 1993
 r5 icarl 1993
-r5df deepinversion 1993
 r5 finetune 1994
 r5 replay 1994
 r5 lwf 1994
 r5 icarl 1994
-r5df abd 1994
-r5df lwf_mc 1994
 r5 finetune 1995
 r5 replay 1995
 r5 lwf 1995
 r5 icarl 1995
-r5df abd 1995
-r5df lwf_mc 1995
 first_task - 1993
 first_task - 1994
 first_task - 1995
