@@ -16,6 +16,7 @@ r5df lwf_mc 1994
 r5df lwf_mc 1995
 r5df abd 1995
 r5df deepinversion 1993
+t5 cpg_goals 1993
 t5 cpg 1993
 t5 packnet 1993
 t5 piggyback 1993
