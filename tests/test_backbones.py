@@ -270,3 +270,18 @@ def test_head_load_keeps_matching_chunks_and_rejects_other_widths() -> None:
     head.load_state_dict(smaller.state_dict())  # back to an earlier checkpoint
     assert head.chunk_sizes == [3]
     assert torch.equal(head.weight, smaller.weight)
+
+
+def test_head_init_passes_the_pre_run_config_check(tiny_config) -> None:
+    """The check before any work knows build_backbone's own keys: `backbone.kwargs.head_init` from a config
+    is accepted (it was rejected as "not a parameter of backbone 'resnet8'"), a misspelt key still is not."""
+    from libcontinual.config import load_config
+    from libcontinual.engine.experiment import check_components, register_everything
+
+    register_everything()
+    tiny_config["backbone"] = {"name": "resnet8", "kwargs": {"head_init": "torch_default"}}
+    config, _ = load_config(tiny_config)
+    check_components(config)
+    tiny_config["backbone"]["kwargs"] = {"head_int": "torch_default"}
+    with pytest.raises(ConfigError, match="head_int"):
+        check_components(load_config(tiny_config)[0])

@@ -59,6 +59,10 @@ def init_conv_bn_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+# backbone.kwargs keys that build_backbone takes itself, for every backbone, besides its constructor's.
+COMMON_BACKBONE_KWARGS = ("head_init",)
+
+
 def build_backbone(
     name: str, in_channels: int = 3, head_init: str = "kaiming_uniform", **kwargs: Any
 ) -> Backbone:
@@ -72,7 +76,8 @@ def build_backbone(
             f"Config key 'backbone.kwargs.head_init' is {head_init!r}; valid values: {', '.join(HEAD_INITS)}."
         )
     constructor = BACKBONES.get(name)
-    valid = [p for p in inspect.signature(constructor).parameters if p != "in_channels"] + ["head_init"]
+    valid = [p for p in inspect.signature(constructor).parameters if p != "in_channels"]
+    valid += COMMON_BACKBONE_KWARGS
     for key in kwargs:
         if key not in valid:
             hint = nearest(key, valid)

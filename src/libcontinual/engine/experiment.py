@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from libcontinual import distributed
+from libcontinual.backbones.base import COMMON_BACKBONE_KWARGS
 from libcontinual.config import ExperimentConfig, load_config, save_config
 from libcontinual.data.augment import BatchAugment, Normalize
 from libcontinual.data.defaults import dataset_defaults
@@ -86,7 +87,7 @@ def check_components(config: ExperimentConfig) -> None:
     )
     builders.check_kwargs(
         BACKBONES.get(config.backbone.name, "key 'backbone.name'"),
-        config.backbone.kwargs,
+        {k: v for k, v in config.backbone.kwargs.items() if k not in COMMON_BACKBONE_KWARGS},
         "backbone",
         "backbone",
         config.backbone.name,
