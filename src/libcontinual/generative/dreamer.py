@@ -117,9 +117,10 @@ class Dreamer(nn.Module):
                     state[key] = value.to(device)
 
     # ------------------------------------------------------------------ training and sampling
-    def draw(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
+    def draw(self, n: int, rng: torch.Generator | None = None, rows: slice = slice(None)) -> torch.Tensor:
+        """Draw ``n`` z and generate the images of ``rows`` of them (all by default)."""
         z = torch.randn(n, self.settings.z_dim, generator=rng or self.rng(), device=self.device)
-        return self.generator(z)
+        return self.generator(z[rows])
 
     def loss_terms(
         self, images: torch.Tensor, teacher: nn.Module, hooks: BNStatisticsHooks, num_classes: int
@@ -162,11 +163,12 @@ class Dreamer(nn.Module):
         return report
 
     @torch.no_grad()
-    def images(self, n: int, rng: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` synthetic images (fp32). The generator samples in eval mode (its BatchNorms use their
-        running statistics, as in the reference code); ``rng`` (default: the training RNG) draws z."""
+    def images(self, n: int, rng: torch.Generator | None = None, rows: slice = slice(None)) -> torch.Tensor:
+        """``n`` synthetic images (fp32), or only ``rows`` of them. The generator samples in eval mode (its
+        BatchNorms use their running statistics, as in the reference code, so each image depends on its z
+        alone); ``rng`` (default: the training RNG) draws z."""
         self.generator.eval()
-        return self.draw(n, rng).float()
+        return self.draw(n, rng, rows).float()
 
     @torch.no_grad()
     def sample(

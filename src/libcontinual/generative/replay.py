@@ -128,12 +128,12 @@ class GenerativeReplay(Method):
     def synthetic_for(self, batch: Batch) -> torch.Tensor:
         """The synthetic part of a training batch: as many images as it has real ones. Under
         torch.distributed every rank draws the global batch's z (the ranks share their random state) and
-        keeps its shard's images, so together they replay what one process would."""
+        generates its shard's images only, so together they replay what one process would."""
         if "global_size" not in batch:
             return self.dreamer.images(batch["label"].shape[0])
-        images = self.dreamer.images(batch["global_size"])
         first, stop = shard_bounds(batch["global_size"], current())
-        return images[first:stop] if stop > first else images[:1]  # an empty shard's weighed-0 row
+        rows = slice(first, stop) if stop > first else slice(0, 1)  # an empty shard's weighed-0 row
+        return self.dreamer.images(batch["global_size"], rows=rows)
 
     # ------------------------------------------------------------------ pictures
     def write_artifacts(self, folder: Path, task_index: int) -> None:
