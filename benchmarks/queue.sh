@@ -8,14 +8,16 @@
 set -u
 cd "$(dirname "$0")/.."
 queue() {
-  # The long data-free runs first: a run that does not finish within a session is lost with the session's
-  # worktree, so ABD (about 95 min) must start early. Then the rest, recorded runs skipped.
+  # The data-free runs first, the ones that finish within a session first: DeepInversion 1993 continues
+  # from its checkpoint after task 3 (about 35 min), LwF.MC takes about 30 min, ABD about 95. An
+  # interrupted run resumes from its checkpoint when the worktree's benchmarks/runs/ is still there.
+  # Then the rest, recorded runs skipped.
   cat <<'RUNS'
-r5df abd 1994
+r5df deepinversion 1993
 r5df lwf_mc 1994
 r5df lwf_mc 1995
+r5df abd 1994
 r5df abd 1995
-r5df deepinversion 1993
 t5 cpg_goals 1993
 t5 cpg 1993
 t5 packnet 1993
