@@ -117,6 +117,35 @@ def test_checkpoints_are_checksummed_and_only_the_last_k_are_kept(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_results_name_every_process_of_a_resumed_run(tiny_config):
+    """A run resumed by another process (perhaps at another commit) records both processes' provenance,
+    not only the one that finished it."""
+    config = resume_config(tiny_config, "finetune")
+    with pytest.raises(SimulatedCrash):
+        libcontinual.run(config, callbacks=[CrashAt(task=1, epoch=0, batch=0)])
+    crashed = max(Path(config["save_path"]).glob("*"), key=lambda p: p.stat().st_mtime)
+    first = json.loads((crashed / "processes.json").read_text())
+    assert [p["resumed"] for p in first] == [False]
+    first[0]["git_commit"] = "a-commit-of-the-first-process"
+    (crashed / "processes.json").write_text(json.dumps(first))
+    resume(crashed)
+    processes = json.loads((crashed / "results.json").read_text())["process_provenance"]
+    assert [p["resumed"] for p in processes] == [False, True]
+    assert processes[0]["git_commit"] == "a-commit-of-the-first-process"
+    assert processes[1]["git_commit"] != "a-commit-of-the-first-process"
+    assert {"started", "torch_version", "platform"} <= processes[1].keys()
+
+
+def test_a_corrupt_processes_file_is_refused_naming_it(tiny_config):
+    config = resume_config(tiny_config, "finetune")
+    with pytest.raises(SimulatedCrash):
+        libcontinual.run(config, callbacks=[CrashAt(task=1, epoch=0, batch=0)])
+    crashed = max(Path(config["save_path"]).glob("*"), key=lambda p: p.stat().st_mtime)
+    (crashed / "processes.json").write_text('{"not": "a list"}')
+    with pytest.raises(ConfigError, match="processes.json"):
+        resume(crashed)
+
+
 def test_resume_refuses_a_finished_run_and_a_non_run_folder(tiny_config, tmp_path):
     tiny_config["epoch"] = 1
     finished = libcontinual.run(tiny_config).run_dir

@@ -362,7 +362,11 @@ def _run(
         if resume_dir is not None:
             checkpoint = load_for_resume(store, run_dir)
         distributed.broadcast_object((str(run_dir.path), checkpoint))
+        processes = run_dir.record_process(resumed=resume_dir is not None)
         logger.info("run directory %s", run_dir.path)
+        logger.info(
+            "this process: git commit %s (process %d of the run)", processes[-1]["git_commit"], len(processes)
+        )
         logger.info(
             "dataset %s: %d classes, %d train / %d test images of %s; %d tasks, class order %s",
             data.name,
@@ -408,6 +412,7 @@ def _run(
             "processes": ranks.world_size,
             "fast_path": trainer.fast.describe(),
             "provenance": provenance(),
+            "process_provenance": processes,
         }
         run_dir.write_results(results)
         logger.info("results written to %s", run_dir.results_path)

@@ -222,6 +222,32 @@ class RunDirectory:
             handle.truncate(size)
             os.fsync(handle.fileno())
 
+    @property
+    def processes_path(self) -> Path:
+        return self.path / "processes.json"
+
+    def record_process(self, resumed: bool) -> list[dict[str, Any]]:
+        """Append this process's provenance (commit, versions, machine, start time) to processes.json and
+        return the list: a run resumed from another commit or machine says so in its results, instead of
+        naming only the process that finished it."""
+        processes: list[dict[str, Any]] = []
+        if self.processes_path.exists():
+            try:
+                processes = json.loads(self.processes_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"Cannot read {self.processes_path}: {exc}") from None
+            if not isinstance(processes, list) or not all(isinstance(p, dict) for p in processes):
+                raise ConfigError(f"{self.processes_path} is not a list of process records.")
+        processes.append(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "resumed": resumed,
+                **provenance(),
+            }
+        )
+        atomic_write_json(self.processes_path, processes)
+        return processes
+
     def write_results(self, results: dict[str, Any]) -> None:
         atomic_write_json(self.results_path, results)
 
