@@ -11,8 +11,8 @@ observe: sigmoid outputs with binary cross-entropy over every seen class; target
 after_task: drop the teacher (the next task copies the model again).
 Computed from logits (``binary_cross_entropy_with_logits``): the same value as sigmoid + BCELoss without
 its clamp of log at -100.
-Measured: R5-DF seeds 1993/1994: last 31.44 ± 0.62, avg. inc. 44.02 ± 1.11
-(seed 1993: 31.00 / 43.24; 1994: 31.88 / 44.81; benchmarks/BENCHMARKS.md).
+Measured: R5-DF seeds 1993–1995: last 31.48 ± 0.45, avg. inc. 43.69 ± 0.98
+(seed 1993: 31.00 / 43.24; 1994: 31.88 / 44.81; 1995: 31.56 / 43.01; benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations
