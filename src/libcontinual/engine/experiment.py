@@ -361,8 +361,8 @@ def _run(
         checkpoint = None
         if resume_dir is not None:
             checkpoint = load_for_resume(store, run_dir)
-        distributed.broadcast_object((str(run_dir.path), checkpoint))
         processes = run_dir.record_process(resumed=resume_dir is not None)
+        distributed.broadcast_object((str(run_dir.path), checkpoint))
         logger.info("run directory %s", run_dir.path)
         logger.info(
             "this process: git commit %s (process %d of the run)", processes[-1]["git_commit"], len(processes)
